@@ -1,0 +1,18 @@
+//! The plugins compiled into every Gatehouse binary. Each is one file with its config type
+//! beside it, written against the public SDK only.
+
+pub mod headers;
+pub mod mock;
+pub mod proxy_rewrite;
+
+pub(crate) mod header_ops;
+
+use crate::factory::PluginRegistry;
+
+/// Registers every built-in plugin in `registry`.
+pub fn register_all(registry: &mut PluginRegistry) {
+    registry
+        .register(mock::factory())
+        .register(headers::factory())
+        .register(proxy_rewrite::factory());
+}

@@ -1,0 +1,125 @@
+//! Per-request data that plugins share: the matched route, the client, the consumer that an
+//! auth plugin identified, timings, and a typed slot per plugin for state carried across phases.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// An API consumer, as declared under `consumers` in the config.
+///
+/// Auth plugins index consumers by their credentials when they are built, and put the one
+/// that a request proved to be into [`RequestContext::consumer`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Consumer {
+    /// The consumer's id (`consumers[].id`).
+    pub id: String,
+    /// Groups the consumer belongs to (`consumers[].groups`), for `acl`.
+    pub groups: Vec<String>,
+    /// Free-form labels (`consumers[].labels`).
+    pub labels: BTreeMap<String, String>,
+    /// Credentials per auth plugin name (`consumers[].credentials`), each in that plugin's own
+    /// shape, e.g. `key-auth: { key: ... }`.
+    pub credentials: BTreeMap<String, serde_json::Value>,
+}
+
+impl Consumer {
+    /// The credential this consumer holds for the auth plugin `plugin`, if any.
+    pub fn credential(&self, plugin: &str) -> Option<&serde_json::Value> {
+        self.credentials.get(plugin)
+    }
+}
+
+/// Everything the engine and the plugins know about one request.
+///
+/// Created by the engine when the request arrives; passed to every hook of every plugin in
+/// the route's chain, and dropped after `logging`.
+#[derive(Debug)]
+pub struct RequestContext {
+    /// The matched route's id; `None` before routing or when no route matched.
+    pub route_id: Option<Arc<str>>,
+    /// The id of the service the matched route belongs to, if any.
+    pub service_id: Option<Arc<str>>,
+    /// The TCP peer of the downstream connection.
+    pub client_addr: Option<SocketAddr>,
+    /// The client's IP. The TCP peer's address unless a plugin (such as `ip-restriction` with
+    /// `trusted_proxies`) established the real client behind a trusted proxy.
+    pub client_ip: Option<IpAddr>,
+    /// Whether the request arrived over TLS.
+    pub tls: bool,
+    /// The request path after normalisation (percent-decoding of unreserved characters,
+    /// dot-segment removal, duplicate slashes merged): the path that routing matched.
+    pub path: String,
+    /// Values of the route's named path parameters (`/users/{id}`), in pattern order.
+    pub path_params: Vec<(Arc<str>, String)>,
+    /// The consumer an auth plugin identified.
+    pub consumer: Option<Arc<Consumer>>,
+    /// The request id (set by `request-id`), for logs and the upstream.
+    pub request_id: Option<String>,
+    /// When the request arrived.
+    pub started: Instant,
+    /// The upstream id a plugin chose for this request instead of the route's own
+    /// (traffic splitting, header-based routing). Set it in `request_filter` or
+    /// `upstream_peer`; the id is checked against the config when the plugin is built.
+    pub upstream_override: Option<Arc<str>>,
+    /// The path to send upstream, when a plugin rewrote it (`proxy-rewrite`); includes the
+    /// query string if one is to be sent.
+    pub upstream_path: Option<String>,
+    state: http::Extensions,
+}
+
+impl RequestContext {
+    /// A context for a request that has just arrived.
+    pub fn new() -> Self {
+        RequestContext {
+            route_id: None,
+            service_id: None,
+            client_addr: None,
+            client_ip: None,
+            tls: false,
+            path: String::new(),
+            path_params: Vec::new(),
+            consumer: None,
+            request_id: None,
+            started: Instant::now(),
+            upstream_override: None,
+            upstream_path: None,
+            state: http::Extensions::new(),
+        }
+    }
+
+    /// The value of the named path parameter `name`, if the route's pattern has one.
+    pub fn path_param(&self, name: &str) -> Option<&str> {
+        self.path_params
+            .iter()
+            .find(|(n, _)| &**n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Stores a plugin's per-request state. One value per type: use a type private to the
+    /// plugin so that two plugins never collide.
+    pub fn set_state<T: Clone + Send + Sync + 'static>(&mut self, value: T) {
+        self.state.insert(value);
+    }
+
+    /// The state of type `T` stored earlier in this request, if any.
+    pub fn state<T: Clone + Send + Sync + 'static>(&self) -> Option<&T> {
+        self.state.get::<T>()
+    }
+
+    /// Mutable access to the state of type `T`, if any.
+    pub fn state_mut<T: Clone + Send + Sync + 'static>(&mut self) -> Option<&mut T> {
+        self.state.get_mut::<T>()
+    }
+
+    /// Removes and returns the state of type `T`.
+    pub fn take_state<T: Clone + Send + Sync + 'static>(&mut self) -> Option<T> {
+        self.state.remove::<T>()
+    }
+}
+
+impl Default for RequestContext {
+    fn default() -> Self {
+        Self::new()
+    }
+}

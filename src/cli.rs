@@ -1,0 +1,24 @@
+//! Command-line flags. Pingora's own (`-c`, `-t`, `-d`, `-u`) keep their meaning.
+
+use clap::Parser;
+use std::path::PathBuf;
+
+/// Gatehouse: a programmable API gateway.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "gatehouse", version, about)]
+pub struct Cli {
+    /// The config file.
+    #[arg(short = 'c', long = "conf", default_value = "conf/gatehouse.yaml")]
+    pub conf: PathBuf,
+    /// Check the config (every key, reference and plugin config) and exit: 0 if it is valid,
+    /// 1 with the error otherwise.
+    #[arg(short = 't', long = "test")]
+    pub test: bool,
+    /// Run in the background (daemon).
+    #[arg(short = 'd', long = "daemon")]
+    pub daemon: bool,
+    /// Take over the listening sockets of a running gateway (zero-downtime binary upgrade;
+    /// then send SIGQUIT to the old process).
+    #[arg(short = 'u', long = "upgrade")]
+    pub upgrade: bool,
+}

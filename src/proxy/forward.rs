@@ -1,0 +1,136 @@
+//! The request as the upstream should see it: path, `Host`, `X-Forwarded-*`, no hop-by-hop
+//! headers.
+
+use http::header::{self, HeaderName};
+use pingora_error::Result;
+use pingora_http::RequestHeader;
+use std::net::IpAddr;
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Removes hop-by-hop headers (RFC 9110 §7.6.1): `Connection` and the headers it names,
+/// `Keep-Alive`, `Proxy-Connection`, and `TE` other than `trailers` (which gRPC needs).
+/// An upgrade request keeps `Connection: upgrade` and `Upgrade`.
+pub fn strip_hop_by_hop(req: &mut RequestHeader, is_upgrade: bool) {
+    let named: Vec<HeaderName> = req
+        .headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .filter(|n| !(is_upgrade && n == header::UPGRADE))
+        .collect();
+    for n in named {
+        req.remove_header(&n);
+    }
+    if !is_upgrade {
+        req.remove_header(&header::CONNECTION);
+        req.remove_header(&header::UPGRADE);
+    }
+    req.remove_header(&KEEP_ALIVE);
+    req.remove_header(&PROXY_CONNECTION);
+    let te_trailers = req
+        .headers
+        .get(header::TE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        });
+    req.remove_header(&header::TE);
+    if te_trailers {
+        let _ = req.insert_header(header::TE, "trailers");
+    }
+}
+
+/// Sets `X-Forwarded-For` (appending the client), `X-Real-IP`, `X-Forwarded-Proto` and
+/// `X-Forwarded-Host`.
+pub fn set_forwarded(
+    req: &mut RequestHeader,
+    client: Option<IpAddr>,
+    tls: bool,
+    original_host: Option<&str>,
+) -> Result<()> {
+    if let Some(ip) = client {
+        let ip = ip.to_string();
+        let xff = match req
+            .headers
+            .get(&X_FORWARDED_FOR)
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(prev) if !prev.trim().is_empty() => format!("{prev}, {ip}"),
+            _ => ip.clone(),
+        };
+        req.insert_header(X_FORWARDED_FOR.clone(), xff)?;
+        req.insert_header(X_REAL_IP.clone(), ip)?;
+    }
+    req.insert_header(
+        X_FORWARDED_PROTO.clone(),
+        if tls { "https" } else { "http" },
+    )?;
+    if let Some(h) = original_host {
+        req.insert_header(X_FORWARDED_HOST.clone(), h)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_removed() {
+        let mut r = RequestHeader::build("GET", b"/", None).unwrap();
+        r.insert_header("connection", "keep-alive, x-secret")
+            .unwrap();
+        r.insert_header("x-secret", "1").unwrap();
+        r.insert_header("keep-alive", "timeout=5").unwrap();
+        r.insert_header("te", "trailers, deflate").unwrap();
+        r.insert_header("x-kept", "1").unwrap();
+        strip_hop_by_hop(&mut r, false);
+        assert!(r.headers.get("connection").is_none());
+        assert!(r.headers.get("x-secret").is_none());
+        assert!(r.headers.get("keep-alive").is_none());
+        assert_eq!(r.headers.get("te").unwrap(), "trailers");
+        assert_eq!(r.headers.get("x-kept").unwrap(), "1");
+    }
+
+    #[test]
+    fn upgrade_kept() {
+        let mut r = RequestHeader::build("GET", b"/", None).unwrap();
+        r.insert_header("connection", "Upgrade").unwrap();
+        r.insert_header("upgrade", "websocket").unwrap();
+        strip_hop_by_hop(&mut r, true);
+        assert_eq!(r.headers.get("upgrade").unwrap(), "websocket");
+        assert_eq!(r.headers.get("connection").unwrap(), "Upgrade");
+    }
+
+    #[test]
+    fn forwarded_for_appends() {
+        let mut r = RequestHeader::build("GET", b"/", None).unwrap();
+        r.insert_header("x-forwarded-for", "10.0.0.1").unwrap();
+        set_forwarded(
+            &mut r,
+            Some([127, 0, 0, 1].into()),
+            true,
+            Some("api.example.com"),
+        )
+        .unwrap();
+        assert_eq!(
+            r.headers.get("x-forwarded-for").unwrap(),
+            "10.0.0.1, 127.0.0.1"
+        );
+        assert_eq!(r.headers.get("x-real-ip").unwrap(), "127.0.0.1");
+        assert_eq!(r.headers.get("x-forwarded-proto").unwrap(), "https");
+        assert_eq!(
+            r.headers.get("x-forwarded-host").unwrap(),
+            "api.example.com"
+        );
+    }
+}

@@ -1,0 +1,454 @@
+//! The Pingora `ProxyHttp` implementation: routing, the plugin chain at each phase, node
+//! selection, and the gateway's own error responses.
+
+pub mod forward;
+pub mod respond;
+
+use crate::chain::Chain;
+use crate::router::path::normalize;
+use crate::router::{host_key, Lookup};
+use crate::snapshot::Snapshot;
+use crate::state::LiveState;
+use crate::upstream::node::InflightGuard;
+use crate::upstream::{HashOn, UpstreamPool};
+use async_trait::async_trait;
+use bytes::Bytes;
+use gatehouse_plugins::{Flow, RequestContext};
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_error::{Error, ErrorSource, ErrorType, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// The gateway's proxy logic; one instance serves every listener.
+pub struct GatewayProxy {
+    state: LiveState,
+}
+
+impl GatewayProxy {
+    /// A proxy serving whatever snapshot `state` holds.
+    pub fn new(state: LiveState) -> Self {
+        GatewayProxy { state }
+    }
+}
+
+/// Per-request state of the engine. Plugins see only [`RequestState::plugin`].
+pub struct RequestState {
+    snapshot: Option<Arc<Snapshot>>,
+    route: Option<usize>,
+    /// The context plugins share.
+    pub plugin: RequestContext,
+    pool: Option<Arc<UpstreamPool>>,
+    inflight: Option<InflightGuard>,
+    tried: Vec<SocketAddr>,
+    /// Status to answer with when proxying fails (set where the reason is known).
+    error_status: Option<(u16, &'static str)>,
+    /// A response was already written (by a plugin or the engine).
+    responded: bool,
+    client_host: Option<String>,
+}
+
+/// Splits the state into the chain (borrowed from the pinned snapshot) and the plugin
+/// context, so hooks can run while the chain is borrowed.
+macro_rules! chain_and_ctx {
+    ($state:expr) => {{
+        let snapshot = $state.snapshot.clone();
+        let route = $state.route;
+        (snapshot, route, &mut $state.plugin)
+    }};
+}
+
+fn pick_chain<'a>(snapshot: &'a Option<Arc<Snapshot>>, route: Option<usize>) -> Option<&'a Chain> {
+    let s = snapshot.as_ref()?;
+    Some(match route {
+        Some(r) => &s.routes[r].chain,
+        None => &s.global_chain,
+    })
+}
+
+async fn answer(
+    session: &mut Session,
+    ctx: &mut RequestState,
+    resp: gatehouse_plugins::PluginResponse,
+) -> Result<()> {
+    ctx.responded = true;
+    let (snapshot, route, plugin_ctx) = chain_and_ctx!(ctx);
+    let empty = Chain::default();
+    let chain = pick_chain(&snapshot, route).unwrap_or(&empty);
+    respond::send(session, chain, plugin_ctx, resp).await
+}
+
+fn hash_key(pool: &UpstreamPool, req: &RequestHeader, ctx: &RequestContext) -> Vec<u8> {
+    match &pool.hash_on {
+        HashOn::ClientIp => ctx
+            .client_ip
+            .map(|ip| match ip {
+                std::net::IpAddr::V4(v4) => v4.octets().to_vec(),
+                std::net::IpAddr::V6(v6) => v6.octets().to_vec(),
+            })
+            .unwrap_or_default(),
+        HashOn::Header(name) => req
+            .headers
+            .get(name)
+            .map(|v| v.as_bytes().to_vec())
+            .unwrap_or_default(),
+        HashOn::Cookie(name) => req
+            .headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|kv| kv.trim().split_once('='))
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_bytes().to_vec())
+            .unwrap_or_default(),
+        HashOn::Path => ctx.path.as_bytes().to_vec(),
+    }
+}
+
+fn is_gateway_failure(status: u16) -> bool {
+    matches!(status, 502..=504)
+}
+
+#[async_trait]
+impl ProxyHttp for GatewayProxy {
+    type CTX = RequestState;
+
+    fn new_ctx(&self) -> RequestState {
+        RequestState {
+            snapshot: None,
+            route: None,
+            plugin: RequestContext::new(),
+            pool: None,
+            inflight: None,
+            tried: Vec::new(),
+            error_status: None,
+            responded: false,
+            client_host: None,
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestState) -> Result<bool> {
+        let snapshot = self.state.load();
+        ctx.snapshot = Some(snapshot.clone());
+        let client = session.client_addr().and_then(|a| a.as_inet()).copied();
+        ctx.plugin.client_addr = client;
+        ctx.plugin.client_ip = client.map(|a| a.ip());
+        ctx.plugin.tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+
+        let req = session.req_header();
+        let authority = req
+            .uri
+            .authority()
+            .map(|a| a.as_str())
+            .or_else(|| {
+                req.headers
+                    .get(http::header::HOST)
+                    .and_then(|v| v.to_str().ok())
+            })
+            .unwrap_or("");
+        ctx.client_host = (!authority.is_empty()).then(|| authority.to_string());
+        let host = host_key(authority);
+        let path = match normalize(req.uri.path()) {
+            Ok(p) => p,
+            Err(e) => {
+                answer(session, ctx, respond::error(400, e.message())).await?;
+                return Ok(true);
+            }
+        };
+        let path_changed = path != req.uri.path();
+        let lookup = snapshot
+            .router
+            .lookup(&host, &path, &mut |i| snapshot.routes[i].verdict(req));
+        match lookup {
+            Lookup::Found(found) => {
+                let route = &snapshot.routes[found.route];
+                ctx.route = Some(found.route);
+                ctx.plugin.route_id = Some(route.id.clone());
+                ctx.plugin.service_id = route.service_id.clone();
+                ctx.plugin.path_params = found.params;
+                let query = req.uri.query();
+                let upstream_path = if route.strip_prefix {
+                    Some(found.rest.unwrap_or("")).map(|rest| format!("/{rest}"))
+                } else if path_changed {
+                    Some(path.to_string())
+                } else {
+                    None
+                };
+                ctx.plugin.upstream_path = upstream_path.map(|mut p| {
+                    if let Some(q) = query {
+                        p.push('?');
+                        p.push_str(q);
+                    }
+                    p
+                });
+                ctx.plugin.path = path.into_owned();
+            }
+            Lookup::MethodNotAllowed(routes) => {
+                let mut allow: Vec<&str> = routes
+                    .iter()
+                    .flat_map(|&i| snapshot.routes[i].methods().iter().map(|m| m.as_str()))
+                    .collect();
+                allow.sort_unstable();
+                allow.dedup();
+                ctx.plugin.path = path.into_owned();
+                let resp = respond::error(405, "method not allowed")
+                    .try_with_header("allow", &allow.join(", "))
+                    .unwrap_or_else(|_| respond::error(405, "method not allowed"));
+                answer(session, ctx, resp).await?;
+                return Ok(true);
+            }
+            Lookup::NotFound => {
+                ctx.plugin.path = path.into_owned();
+                answer(
+                    session,
+                    ctx,
+                    respond::error(404, "no route matches the request"),
+                )
+                .await?;
+                return Ok(true);
+            }
+        }
+
+        let Some(route_idx) = ctx.route else {
+            return Ok(false);
+        };
+        let route = &snapshot.routes[route_idx];
+        for p in route.chain.request.iter() {
+            if let Flow::Respond(resp) = p
+                .request_filter(session.req_header_mut(), &mut ctx.plugin)
+                .await?
+            {
+                answer(session, ctx, resp).await?;
+                return Ok(true);
+            }
+        }
+        if route.upstream.is_none() && ctx.plugin.upstream_override.is_none() {
+            answer(
+                session,
+                ctx,
+                respond::error(500, "the route has no upstream and no plugin answered"),
+            )
+            .await?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    async fn request_body_filter(
+        &self,
+        session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestState,
+    ) -> Result<()> {
+        let (snapshot, route, plugin_ctx) = chain_and_ctx!(ctx);
+        let Some(chain) = pick_chain(&snapshot, route) else {
+            return Ok(());
+        };
+        for p in chain.request_body.iter() {
+            if let Flow::Respond(resp) = p
+                .request_body_filter(body, end_of_stream, plugin_ctx)
+                .await?
+            {
+                let status = resp.status;
+                answer(session, ctx, resp).await?;
+                return Error::e_explain(ErrorType::HTTPStatus(status), "answered by a plugin");
+            }
+        }
+        Ok(())
+    }
+
+    async fn upstream_peer(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestState,
+    ) -> Result<Box<HttpPeer>> {
+        let (snapshot, route, plugin_ctx) = chain_and_ctx!(ctx);
+        let snapshot =
+            snapshot.ok_or_else(|| Error::explain(ErrorType::InternalError, "no snapshot"))?;
+        let route = route
+            .map(|r| &snapshot.routes[r])
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route"))?;
+        for p in route.chain.upstream_peer.iter() {
+            p.upstream_peer(session.req_header(), plugin_ctx).await?;
+        }
+        let pool = match &ctx.plugin.upstream_override {
+            Some(id) => snapshot.upstreams.get(id).cloned(),
+            None => route.upstream.clone(),
+        };
+        let Some(pool) = pool else {
+            ctx.error_status = Some((500, "the route has no upstream"));
+            return Error::e_explain(ErrorType::HTTPStatus(500), "no upstream");
+        };
+        let key = if matches!(
+            pool.spec.balance,
+            crate::config::model::Balance::ConsistentHash
+        ) {
+            hash_key(&pool, session.req_header(), &ctx.plugin)
+        } else {
+            Vec::new()
+        };
+        let Some(picked) = pool.select(&key, &ctx.tried) else {
+            ctx.error_status = Some((503, "no healthy upstream node"));
+            return Error::e_explain(ErrorType::HTTPStatus(503), "no healthy upstream node");
+        };
+        let host = ctx.client_host.as_deref().unwrap_or("");
+        let peer = pool.peer(&picked, pool.host_header(host, &picked.node));
+        if let Some(a) = picked.backend.addr.as_inet() {
+            ctx.tried.push(*a);
+        }
+        ctx.inflight = Some(InflightGuard::new(picked.node));
+        ctx.pool = Some(pool);
+        Ok(peer)
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestState,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        if let (Some(pool), Some(guard)) = (&ctx.pool, ctx.inflight.take()) {
+            pool.record_outcome(&guard.0, false);
+            let attempts = u32::try_from(ctx.tried.len()).unwrap_or(u32::MAX);
+            if attempts <= pool.spec.retries {
+                e.set_retry(true);
+            }
+        }
+        e
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut RequestState,
+    ) -> Result<()> {
+        if let Some(p) = &ctx.plugin.upstream_path {
+            let uri = p
+                .parse::<http::Uri>()
+                .map_err(|e| Error::because(ErrorType::InternalError, "rewritten path", e))?;
+            upstream_request.set_uri(uri);
+        }
+        let client_host = ctx.client_host.as_deref();
+        if let (Some(pool), Some(guard)) = (&ctx.pool, &ctx.inflight) {
+            let host = pool.host_header(client_host.unwrap_or(""), &guard.0);
+            if !host.is_empty() {
+                upstream_request.insert_header(http::header::HOST, host)?;
+            }
+        }
+        forward::strip_hop_by_hop(upstream_request, session.is_upgrade_req());
+        forward::set_forwarded(
+            upstream_request,
+            ctx.plugin.client_ip,
+            ctx.plugin.tls,
+            client_host,
+        )?;
+        let (snapshot, route, plugin_ctx) = chain_and_ctx!(ctx);
+        if let Some(chain) = pick_chain(&snapshot, route) {
+            for p in chain.upstream_request.iter() {
+                p.upstream_request_filter(upstream_request, plugin_ctx)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestState,
+    ) -> Result<()> {
+        if let (Some(pool), Some(guard)) = (&ctx.pool, &ctx.inflight) {
+            pool.record_outcome(
+                &guard.0,
+                !is_gateway_failure(upstream_response.status.as_u16()),
+            );
+        }
+        let (snapshot, route, plugin_ctx) = chain_and_ctx!(ctx);
+        if let Some(chain) = pick_chain(&snapshot, route) {
+            for p in chain.response.iter() {
+                p.response_filter(upstream_response, plugin_ctx).await?;
+            }
+        }
+        Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestState,
+    ) -> Result<Option<std::time::Duration>> {
+        let (snapshot, route, plugin_ctx) = chain_and_ctx!(ctx);
+        if let Some(chain) = pick_chain(&snapshot, route) {
+            for p in chain.response_body.iter() {
+                p.response_body_filter(body, end_of_stream, plugin_ctx)?;
+            }
+        }
+        Ok(None)
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestState,
+    ) -> FailToProxy {
+        let (status, message) = if ctx.responded {
+            (0, "")
+        } else if let Some(s) = ctx.error_status {
+            s
+        } else {
+            match (e.esource(), e.etype()) {
+                (_, ErrorType::HTTPStatus(code)) => (*code, "request failed"),
+                (
+                    ErrorSource::Upstream,
+                    ErrorType::ConnectTimedout
+                    | ErrorType::ReadTimedout
+                    | ErrorType::WriteTimedout
+                    | ErrorType::TLSHandshakeTimedout,
+                ) => (504, "the upstream timed out"),
+                (ErrorSource::Upstream, _) => (502, "the upstream failed"),
+                (
+                    ErrorSource::Downstream,
+                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed,
+                ) => (0, ""),
+                (ErrorSource::Downstream, ErrorType::ReadTimedout) => (408, "request timeout"),
+                (ErrorSource::Downstream, _) => (400, "bad request"),
+                _ => (500, "internal error"),
+            }
+        };
+        if let (Some(pool), Some(guard)) = (&ctx.pool, &ctx.inflight) {
+            if e.esource() == &ErrorSource::Upstream {
+                pool.record_outcome(&guard.0, false);
+            }
+        }
+        if status > 0 && !session.response_written().is_some() {
+            let resp = respond::error(status, message);
+            if let Err(err) = answer(session, ctx, resp).await {
+                log::debug!("could not send the error response: {err}");
+            }
+        }
+        FailToProxy {
+            error_code: status,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestState) {
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let (snapshot, route, plugin_ctx) = chain_and_ctx!(ctx);
+        if let Some(chain) = pick_chain(&snapshot, route) {
+            for p in chain.logging.iter() {
+                p.logging(session.req_header(), status, plugin_ctx).await;
+            }
+        }
+        ctx.inflight = None;
+    }
+}

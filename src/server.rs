@@ -1,0 +1,195 @@
+//! Wiring: a config becomes a Pingora server with the proxy on every listener and the
+//! background services (health checks).
+
+use crate::cli::Cli;
+use crate::config::model::{Config, ListenerProtocol};
+use crate::config::{self, ConfigError};
+use crate::proxy::GatewayProxy;
+use crate::snapshot::Snapshot;
+use crate::state::LiveState;
+use crate::tls::CertificateStore;
+use crate::upstream::health::HealthService;
+use gatehouse_plugins::{PluginFactory, PluginRegistry};
+use pingora_core::apps::HttpServerOptions;
+use pingora_core::listeners::tls::TlsSettings;
+use pingora_core::server::configuration::Opt;
+use pingora_core::server::Server;
+use pingora_core::services::background::background_service;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A Gatehouse gateway: the built-in plugins plus any added with
+/// [`GatewayBuilder::plugin`].
+///
+/// ```no_run
+/// gatehouse::Gateway::builder().run();
+/// ```
+pub struct Gateway;
+
+impl Gateway {
+    /// Starts building a gateway binary.
+    pub fn builder() -> GatewayBuilder {
+        GatewayBuilder {
+            registry: PluginRegistry::with_builtins(),
+        }
+    }
+}
+
+/// Builds a gateway binary: which plugins it knows.
+pub struct GatewayBuilder {
+    registry: PluginRegistry,
+}
+
+impl GatewayBuilder {
+    /// Adds a plugin (replacing a built-in of the same name).
+    pub fn plugin(mut self, factory: impl PluginFactory) -> Self {
+        self.registry.register(factory);
+        self
+    }
+
+    /// The plugin registry built so far.
+    pub fn registry(&self) -> &PluginRegistry {
+        &self.registry
+    }
+
+    /// Parses the command line and runs the gateway; exits the process when done (1 on a bad
+    /// config, with the error on stderr).
+    pub fn run(self) -> ! {
+        use clap::Parser;
+        let cli = Cli::parse();
+        self.run_with(cli)
+    }
+
+    /// Runs the gateway with the given flags; exits the process.
+    pub fn run_with(self, cli: Cli) -> ! {
+        init_logging();
+        match start(cli, self.registry) {
+            Ok(()) => std::process::exit(0),
+            Err(e) => {
+                eprintln!("gatehouse: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
+}
+
+fn init_logging() {
+    let env = env_logger::Env::default().default_filter_or("info");
+    let _ = env_logger::Builder::from_env(env)
+        .format_timestamp_millis()
+        .try_init();
+}
+
+/// Loads and compiles the config at `path` (relative paths inside it resolve against the
+/// working directory).
+pub fn load_snapshot(
+    path: &Path,
+    registry: &PluginRegistry,
+    previous: Option<&Snapshot>,
+) -> Result<Snapshot, ConfigError> {
+    let config = config::load_file(path)?;
+    Snapshot::compile(config, registry, Path::new("."), previous).map_err(|e| e.in_file(path))
+}
+
+fn start(cli: Cli, registry: PluginRegistry) -> Result<(), String> {
+    let snapshot = load_snapshot(&cli.conf, &registry, None).map_err(|e| e.to_string())?;
+    let server_conf =
+        config::server_conf(&snapshot.config).map_err(|e| e.in_file(&cli.conf).to_string())?;
+    if cli.test {
+        println!("{}: the configuration is valid", cli.conf.display());
+        return Ok(());
+    }
+    if snapshot.config.listeners.is_empty() {
+        return Err(format!(
+            "{}: listeners: at least one listener is needed",
+            cli.conf.display()
+        ));
+    }
+    // Resolve node host names before serving; the runtime is gone before Pingora forks.
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start a runtime: {e}"))?
+        .block_on(snapshot.resolve(Duration::from_secs(5)));
+
+    let opt = Opt {
+        upgrade: cli.upgrade,
+        daemon: cli.daemon,
+        nocapture: false,
+        test: false,
+        conf: None,
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, server_conf);
+    server.bootstrap();
+    let config: Arc<Config> = snapshot.config.clone();
+    let state = LiveState::new(snapshot);
+    add_proxy_services(&mut server, &config, &state)?;
+    server.add_service(background_service(
+        "upstream health",
+        HealthService::new(state.clone()),
+    ));
+    log::info!(
+        "gatehouse listening on {}",
+        config
+            .listeners
+            .iter()
+            .map(|l| format!("{} ({})", l.address, l.name))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    server.run_forever()
+}
+
+fn add_proxy_services(
+    server: &mut Server,
+    config: &Config,
+    state: &LiveState,
+) -> Result<(), String> {
+    // h2c is a per-service option: plain listeners with `http2: true` get their own service.
+    let mut main = pingora_proxy::http_proxy_service_with_name(
+        &server.configuration,
+        GatewayProxy::new(state.clone()),
+        "gatehouse",
+    );
+    let mut h2c = pingora_proxy::http_proxy_service_with_name(
+        &server.configuration,
+        GatewayProxy::new(state.clone()),
+        "gatehouse-h2c",
+    );
+    if let Some(app) = h2c.app_logic_mut() {
+        let mut opts = HttpServerOptions::default();
+        opts.h2c = true;
+        app.server_options = Some(opts);
+    }
+    let mut uses_h2c = false;
+    for (i, l) in config.listeners.iter().enumerate() {
+        match l.protocol {
+            ListenerProtocol::Http if l.http2 => {
+                h2c.add_tcp(&l.address);
+                uses_h2c = true;
+            }
+            ListenerProtocol::Http => main.add_tcp(&l.address),
+            ListenerProtocol::Https => {
+                let pairs = l
+                    .tls
+                    .as_ref()
+                    .map(|t| t.certificates.as_slice())
+                    .unwrap_or(&[]);
+                let store = CertificateStore::load(pairs, Path::new("."))
+                    .map_err(|(j, m)| format!("listeners[{i}].tls.certificates[{j}]: {m}"))?;
+                let mut settings = TlsSettings::with_callbacks(Box::new(store))
+                    .map_err(|e| format!("listeners[{i}]: TLS setup failed: {e}"))?;
+                if l.http2 {
+                    settings.enable_h2();
+                }
+                main.add_tls_with_settings(&l.address, None, settings);
+            }
+        }
+    }
+    server.add_service(main);
+    if uses_h2c {
+        server.add_service(h2c);
+    }
+    Ok(())
+}
