@@ -22,7 +22,13 @@ pub fn parse_yaml(text: &str) -> Result<Config, ConfigError> {
     let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let path = if path == "." { String::new() } else { path };
-        ConfigError::at(path, e.into_inner().to_string())
+        let message = e.into_inner().to_string();
+        // serde_yaml prefixes its own (shorter) path; ours is the precise one.
+        let message = match message.split_once(": ") {
+            Some((prefix, rest)) if !prefix.is_empty() && path.starts_with(prefix) => rest.to_string(),
+            _ => message,
+        };
+        ConfigError::at(path, message)
     })?;
     server_conf(&config)?;
     Ok(config)
@@ -113,7 +119,7 @@ mod tests {
     #[test]
     fn unknown_keys_name_their_path() {
         let e = parse_yaml("routes:\n  - id: a\n    paths: [/]\n    upstrem: x\n").unwrap_err();
-        assert_eq!(e.path, "routes[0]");
+        assert_eq!(e.path, "routes[0].upstrem");
         assert!(
             e.message.contains("unknown field `upstrem`"),
             "{}",
