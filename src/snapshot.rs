@@ -159,7 +159,7 @@ fn compile_header_match(h: &HeaderMatch, at: &str) -> Result<HeaderPredicate, Co
         (None, Some(p), None) => Ok(HeaderPredicate::Present(name, p)),
         (None, None, Some(r)) => Regex::new(r)
             .map(|re| HeaderPredicate::Regex(name, re))
-            .map_err(|e| ConfigError::at(format!("{at}.regex"), format!("invalid regex: {e}"))),
+            .map_err(|e| ConfigError::at(format!("{at}.regex"), gatehouse_plugins::factory::regex_error(&e))),
         _ => Err(ConfigError::at(
             at,
             "set exactly one of `equals`, `present` or `regex`",

@@ -46,6 +46,19 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// A regex compile error as one line (`invalid regex: unclosed group`); the regex crate's own
+/// message spans several lines with a caret diagram, which reads badly in a config error.
+pub fn regex_error(e: &regex::Error) -> String {
+    let text = e.to_string();
+    let reason = text
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .map(|l| l.trim().trim_start_matches("error: ").to_string())
+        .unwrap_or(text);
+    format!("invalid regex: {reason}")
+}
+
 /// Parses a plugin's config value into its typed config, reporting the key path of the first
 /// error. Use `#[serde(deny_unknown_fields)]` on config types so that typos are errors.
 pub fn parse_config<T: DeserializeOwned>(value: &serde_json::Value) -> Result<T, ConfigError> {

@@ -57,3 +57,4 @@ pub fn join(parent: &str, child: &str) -> String {
         _ => format!("{parent}.{child}"),
     }
 }
+

@@ -18,6 +18,9 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
 /// Parses a config from YAML text (JSON is YAML too).
 pub fn parse_yaml(text: &str) -> Result<Config, ConfigError> {
     let text = substitute_env(text)?;
+    // Syntax first, so a broken file gets a plain "invalid YAML" error without a key path.
+    serde_yaml::from_str::<serde_yaml::Value>(&text)
+        .map_err(|e| ConfigError::at("", format!("invalid YAML: {e}")))?;
     let de = serde_yaml::Deserializer::from_str(&text);
     let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();

@@ -97,7 +97,7 @@ impl ProxyRewrite {
             }
             (None, Some(r), Some(rep)) => PathRewrite::Regex(
                 Regex::new(r)
-                    .map_err(|e| ConfigError::at("regex", format!("invalid regex: {e}")))?,
+                    .map_err(|e| ConfigError::at("regex", crate::factory::regex_error(&e)))?,
                 rep.clone(),
             ),
             (None, Some(_), None) => {
