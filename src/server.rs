@@ -100,12 +100,6 @@ fn start(cli: Cli, registry: PluginRegistry) -> Result<(), String> {
         println!("{}: the configuration is valid", cli.conf.display());
         return Ok(());
     }
-    if snapshot.config.listeners.is_empty() {
-        return Err(format!(
-            "{}: listeners: at least one listener is needed",
-            cli.conf.display()
-        ));
-    }
     // Resolve node host names before serving; the runtime is gone before Pingora forks.
     tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -103,7 +103,7 @@ fn check_unique<'a>(
         if id.is_empty() {
             return Err(ConfigError::at(
                 format!("{section}[{i}].id"),
-                format!("a {kind} id must not be empty"),
+                format!("an id must not be empty ({kind})"),
             ));
         }
         if !seen.insert(id) {
@@ -159,7 +159,12 @@ fn compile_header_match(h: &HeaderMatch, at: &str) -> Result<HeaderPredicate, Co
         (None, Some(p), None) => Ok(HeaderPredicate::Present(name, p)),
         (None, None, Some(r)) => Regex::new(r)
             .map(|re| HeaderPredicate::Regex(name, re))
-            .map_err(|e| ConfigError::at(format!("{at}.regex"), gatehouse_plugins::factory::regex_error(&e))),
+            .map_err(|e| {
+                ConfigError::at(
+                    format!("{at}.regex"),
+                    gatehouse_plugins::factory::regex_error(&e),
+                )
+            }),
         _ => Err(ConfigError::at(
             at,
             "set exactly one of `equals`, `present` or `regex`",
@@ -286,7 +291,7 @@ impl Snapshot {
                 if registry.get(name).is_none() {
                     return Err(ConfigError::at(
                         format!("consumers[{i}].credentials.{name}"),
-                        format!("unknown auth plugin \"{name}\""),
+                        format!("unknown plugin \"{name}\" (credentials are keyed by the auth plugin's name, e.g. `key-auth`)"),
                     ));
                 }
             }
@@ -416,6 +421,12 @@ impl Snapshot {
 }
 
 fn validate_listeners(config: &Config, base_dir: &Path) -> Result<(), ConfigError> {
+    if config.listeners.is_empty() {
+        return Err(ConfigError::at(
+            "listeners",
+            "at least one listener is needed",
+        ));
+    }
     let mut names = HashSet::new();
     let mut addrs = HashSet::new();
     for (i, l) in config.listeners.iter().enumerate() {

@@ -10,7 +10,11 @@ const LISTENER: &str = "listeners:\n  - { name: main, address: 127.0.0.1:8080 }\
 fn refused(yaml: &str, expected: &str) {
     let (ok, out) = check_config(yaml);
     assert!(!ok, "config was accepted:\n{yaml}");
-    assert_eq!(out, format!("gatehouse: DIR/bad.yaml: {expected}"), "config:\n{yaml}");
+    assert_eq!(
+        out,
+        format!("gatehouse: DIR/bad.yaml: {expected}"),
+        "config:\n{yaml}"
+    );
 }
 
 #[test]
@@ -28,7 +32,11 @@ fn shipped_default_config_is_valid() {
         .args(["-t", "-c", "conf/gatehouse.yaml"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -126,7 +134,9 @@ fn bad_plugin_config() {
 #[test]
 fn bad_path_pattern() {
     refused(
-        &format!("{LISTENER}routes:\n  - {{ id: a, paths: ['/a/*/b'], plugins: {{ mock: {{}} }} }}\n"),
+        &format!(
+            "{LISTENER}routes:\n  - {{ id: a, paths: ['/a/*/b'], plugins: {{ mock: {{}} }} }}\n"
+        ),
         "routes[0].paths[0]: `/a/*/b`: `*` is only allowed as the last segment (`/prefix/*`)",
     );
 }

@@ -227,7 +227,7 @@ async fn upstream_errors_are_502_and_504() {
     let y = format!(
         "listeners:\n  - {{ name: main, address: 127.0.0.1:{port} }}\n\
          upstreams:\n\
-         \x20 - id: dead\n    retries: 0\n    nodes: [{{ address: \"127.0.0.1:{dead_port}\" }}]\n\
+         \x20 - id: dead\n    retries: 2\n    nodes: [{{ address: \"127.0.0.1:{dead_port}\" }}]\n\
          \x20 - id: slow\n    nodes: [{{ address: \"{}\" }}]\n    timeouts: {{ connect: 1s, read: 300ms, write: 1s, idle: 10s }}\n\
          routes:\n\
          \x20 - id: dead\n    paths: [/dead]\n    upstream: dead\n\

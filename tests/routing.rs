@@ -139,10 +139,18 @@ async fn header_predicates_and_methods() {
     assert_eq!(body(c.get(&url).send().await.unwrap()).await, "v1");
 
     // A method the specific route refuses falls through to a less specific route that takes it.
-    let r = c.post(format!("http://127.0.0.1:{port}/only-get")).send().await.unwrap();
+    let r = c
+        .post(format!("http://127.0.0.1:{port}/only-get"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.text().await.unwrap(), "catch-all");
     // HEAD is allowed where GET is.
-    let r = c.head(format!("http://127.0.0.1:{port}/only-get")).send().await.unwrap();
+    let r = c
+        .head(format!("http://127.0.0.1:{port}/only-get"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-route"], "get-only");
 }

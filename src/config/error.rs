@@ -57,4 +57,3 @@ pub fn join(parent: &str, child: &str) -> String {
         _ => format!("{parent}.{child}"),
     }
 }
-

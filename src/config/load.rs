@@ -28,7 +28,9 @@ pub fn parse_yaml(text: &str) -> Result<Config, ConfigError> {
         let message = e.into_inner().to_string();
         // serde_yaml prefixes its own (shorter) path; ours is the precise one.
         let message = match message.split_once(": ") {
-            Some((prefix, rest)) if !prefix.is_empty() && path.starts_with(prefix) => rest.to_string(),
+            Some((prefix, rest)) if !prefix.is_empty() && path.starts_with(prefix) => {
+                rest.to_string()
+            }
             _ => message,
         };
         ConfigError::at(path, message)
@@ -87,10 +89,14 @@ pub fn substitute_env(text: &str) -> Result<String, ConfigError> {
             Some((n, d)) => (n, Some(d)),
             None => (expr, None),
         };
-        match (std::env::var(name), default) {
-            (Ok(v), _) => out.push_str(&v),
-            (Err(_), Some(d)) => out.push_str(d),
-            (Err(_), None) => {
+        // As in a shell, `:-` also replaces a variable that is set but empty.
+        let value = std::env::var(name)
+            .ok()
+            .filter(|v| !v.is_empty() || default.is_none());
+        match (value, default) {
+            (Some(v), _) => out.push_str(&v),
+            (None, Some(d)) => out.push_str(d),
+            (None, None) => {
                 return Err(ConfigError::at(
                     "",
                     format!("environment variable `{name}` is not set (used as `${{{name}}}`)"),

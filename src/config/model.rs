@@ -223,7 +223,8 @@ pub struct ActiveHealthCheck {
     /// Path probed by `http` checks.
     #[serde(default = "default_probe_path")]
     pub path: String,
-    /// `Host` header of `http` probes (default: the node's address).
+    /// `Host` header (and TLS name) of `http` probes. Default: `upstream_host`, else
+    /// `tls.sni`, else the first node's host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
     /// Time between probes.

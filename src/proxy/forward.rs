@@ -59,14 +59,16 @@ pub fn set_forwarded(
 ) -> Result<()> {
     if let Some(ip) = client {
         let ip = ip.to_string();
-        let xff = match req
-            .headers
-            .get(&X_FORWARDED_FOR)
-            .and_then(|v| v.to_str().ok())
-        {
-            Some(prev) if !prev.trim().is_empty() => format!("{prev}, {ip}"),
-            _ => ip.clone(),
-        };
+        let mut xff = String::new();
+        for prev in req.headers.get_all(&X_FORWARDED_FOR) {
+            if let Ok(p) = prev.to_str() {
+                if !p.trim().is_empty() {
+                    xff.push_str(p.trim());
+                    xff.push_str(", ");
+                }
+            }
+        }
+        xff.push_str(&ip);
         req.insert_header(X_FORWARDED_FOR.clone(), xff)?;
         req.insert_header(X_REAL_IP.clone(), ip)?;
     }

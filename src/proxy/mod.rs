@@ -59,7 +59,7 @@ macro_rules! chain_and_ctx {
     }};
 }
 
-fn pick_chain<'a>(snapshot: &'a Option<Arc<Snapshot>>, route: Option<usize>) -> Option<&'a Chain> {
+fn pick_chain(snapshot: &Option<Arc<Snapshot>>, route: Option<usize>) -> Option<&Chain> {
     let s = snapshot.as_ref()?;
     Some(match route {
         Some(r) => &s.routes[r].chain,
@@ -190,6 +190,9 @@ impl ProxyHttp for GatewayProxy {
                     .iter()
                     .flat_map(|&i| snapshot.routes[i].methods().iter().map(|m| m.as_str()))
                     .collect();
+                if allow.contains(&"GET") {
+                    allow.push("HEAD");
+                }
                 allow.sort_unstable();
                 allow.dedup();
                 ctx.plugin.path = path.into_owned();
@@ -290,7 +293,14 @@ impl ProxyHttp for GatewayProxy {
         } else {
             Vec::new()
         };
-        let Some(picked) = pool.select(&key, &ctx.tried) else {
+        // A retry prefers another node; with none left, the same node is tried again (a
+        // pooled connection that turned out dead is worth one fresh attempt).
+        let picked = pool.select(&key, &ctx.tried).or_else(|| {
+            (!ctx.tried.is_empty())
+                .then(|| pool.select(&key, &[]))
+                .flatten()
+        });
+        let Some(picked) = picked else {
             ctx.error_status = Some((503, "no healthy upstream node"));
             return Error::e_explain(ErrorType::HTTPStatus(503), "no healthy upstream node");
         };
@@ -333,6 +343,8 @@ impl ProxyHttp for GatewayProxy {
                 .map_err(|e| Error::because(ErrorType::InternalError, "rewritten path", e))?;
             upstream_request.set_uri(uri);
         }
+        // Hop-by-hop first, so that `Connection: host` cannot remove what is set below.
+        forward::strip_hop_by_hop(upstream_request, session.is_upgrade_req());
         let client_host = ctx.client_host.as_deref();
         if let (Some(pool), Some(guard)) = (&ctx.pool, &ctx.inflight) {
             let host = pool.host_header(client_host.unwrap_or(""), &guard.0);
@@ -340,7 +352,6 @@ impl ProxyHttp for GatewayProxy {
                 upstream_request.insert_header(http::header::HOST, host)?;
             }
         }
-        forward::strip_hop_by_hop(upstream_request, session.is_upgrade_req());
         forward::set_forwarded(
             upstream_request,
             ctx.plugin.client_ip,
@@ -429,7 +440,7 @@ impl ProxyHttp for GatewayProxy {
                 pool.record_outcome(&guard.0, false);
             }
         }
-        if status > 0 && !session.response_written().is_some() {
+        if status > 0 && session.response_written().is_none() {
             let resp = respond::error(status, message);
             if let Err(err) = answer(session, ctx, resp).await {
                 log::debug!("could not send the error response: {err}");

@@ -111,7 +111,8 @@ impl Router {
                 }
             }
         }
-        r.wildcard_hosts.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        r.wildcard_hosts
+            .sort_by_key(|w| std::cmp::Reverse(w.0.len()));
         r
     }
 
@@ -297,6 +298,12 @@ mod tests {
         assert!(parse_pattern("/a/{}").is_err());
         assert!(parse_pattern("/a/x{id}").is_err());
         assert!(parse_pattern("/a/{id}/{id}").is_err());
+        assert!(parse_pattern("//a").is_err());
+        assert!(parse_pattern("/a/./b").is_err());
+        assert!(parse_pattern("/%61").is_err());
+        assert!(parse_pattern("/a%2fb").is_err());
+        assert!(parse_pattern("/a%3Fb").is_ok());
+        assert!(parse_pattern("/a/").is_ok());
     }
 
     #[test]

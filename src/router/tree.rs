@@ -57,7 +57,22 @@ pub fn parse_pattern(p: &str) -> Result<Pattern, String> {
     };
     let mut segments = Vec::new();
     if !(prefix && body.is_empty()) {
-        for seg in body.split('/') {
+        let count = body.split('/').count();
+        for (i, seg) in body.split('/').enumerate() {
+            // Requests are normalised before matching, so a pattern that is not normal
+            // could never match: refuse it instead of letting it sit dead.
+            if (seg.is_empty() && i + 1 != count) || seg == "." || seg == ".." {
+                return Err(format!(
+                    "`{p}` is not a normalised path (no empty, `.` or `..` segments)"
+                ));
+            }
+            let canonical = format!("/{seg}");
+            if super::path::normalize(&canonical).ok().as_deref() != Some(canonical.as_str()) {
+                return Err(format!(
+                    "`{p}`: segment `{seg}` is not in normal form (requests are matched after \
+                     decoding unreserved `%XX` escapes; write `%` escapes in upper case)"
+                ));
+            }
             if seg.contains('*') {
                 return Err(format!(
                     "`{p}`: `*` is only allowed as the last segment (`/prefix/*`)"

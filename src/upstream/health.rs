@@ -42,6 +42,8 @@ impl HealthObserve for LogHealthChange {
 pub fn build_check(
     active: &ActiveHealthCheck,
     upstream: &Upstream,
+    default_host: &str,
+    ca: Option<std::sync::Arc<pingora_core::protocols::tls::CaType>>,
     at: &str,
 ) -> Result<Box<dyn HealthCheck + Send + Sync>, ConfigError> {
     if active.healthy == 0 || active.unhealthy == 0 {
@@ -79,8 +81,7 @@ pub fn build_check(
             let host = active
                 .host
                 .clone()
-                .or_else(|| upstream.upstream_host.clone())
-                .unwrap_or_else(|| "localhost".to_string());
+                .unwrap_or_else(|| default_host.to_string());
             let mut hc = HttpHealthCheck::new(&host, tls);
             let mut req = RequestHeader::build("GET", active.path.as_bytes(), None)
                 .map_err(|e| ConfigError::at(format!("{at}.path"), e.to_string()))?;
@@ -96,7 +97,11 @@ pub fn build_check(
             if let Some(t) = &upstream.tls {
                 hc.peer_template.options.verify_cert = t.verify;
                 hc.peer_template.options.verify_hostname = t.verify;
+                if let Some(sni) = &t.sni {
+                    hc.peer_template.sni = sni.clone();
+                }
             }
+            hc.peer_template.options.ca = ca;
             let statuses = active.statuses.clone();
             hc.validator = Some(Box::new(move |resp| {
                 if statuses.contains(&resp.status.as_u16()) {

@@ -174,6 +174,45 @@ impl UpstreamPool {
                 "only used with `scheme: https`",
             ));
         }
+        if spec.max_h2_streams == 0 {
+            return Err(ConfigError::at(
+                format!("{at}.max_h2_streams"),
+                "must be at least 1",
+            ));
+        }
+        if spec.dns_refresh.get() < Duration::from_secs(1) {
+            return Err(ConfigError::at(
+                format!("{at}.dns_refresh"),
+                "must be at least 1s",
+            ));
+        }
+        if let Some(p) = spec.health_check.as_ref().and_then(|h| h.passive.as_ref()) {
+            if p.failures == 0 {
+                return Err(ConfigError::at(
+                    format!("{at}.health_check.passive.failures"),
+                    "must be at least 1",
+                ));
+            }
+        }
+        let ca = match spec.tls.as_ref().and_then(|t| t.ca.as_ref()) {
+            Some(ca) => {
+                let path = if Path::new(ca).is_absolute() {
+                    Path::new(ca).to_path_buf()
+                } else {
+                    base_dir.join(ca)
+                };
+                Some(Arc::new(
+                    load_ca(&path).map_err(|m| ConfigError::at(format!("{at}.tls.ca"), m))?,
+                ))
+            }
+            None => None,
+        };
+        // The name probes and TLS handshakes use when nothing more specific is configured.
+        let default_host = spec
+            .upstream_host
+            .clone()
+            .or_else(|| spec.tls.as_ref().and_then(|t| t.sni.clone()))
+            .unwrap_or_else(|| nodes[0].host.clone());
         let discovery = NodeDiscovery::new(nodes);
         let needs_dns = discovery.needs_dns();
         let backends = Backends::new(Box::new(discovery));
@@ -185,7 +224,13 @@ impl UpstreamPool {
         };
         let mut active_interval = None;
         if let Some(active) = spec.health_check.as_ref().and_then(|h| h.active.as_ref()) {
-            let hc = health::build_check(active, spec, &format!("{at}.health_check.active"))?;
+            let hc = health::build_check(
+                active,
+                spec,
+                &default_host,
+                ca.clone(),
+                &format!("{at}.health_check.active"),
+            )?;
             with_lb!(&mut selector, lb => lb.set_health_check(hc));
             active_interval = Some(active.interval.get());
         }
@@ -193,7 +238,7 @@ impl UpstreamPool {
             .health_check
             .as_ref()
             .and_then(|h| h.passive.as_ref())
-            .map(|p| (p.failures.max(1), p.eject_for.get()));
+            .map(|p| (p.failures, p.eject_for.get()));
 
         let mut peer = HttpPeer::new(SocketAddr::from(([127, 0, 0, 1], 1)), tls, String::new());
         let o = &mut peer.options;
@@ -208,22 +253,13 @@ impl UpstreamPool {
             } else {
                 o.set_http_version(2, 2);
             }
-            o.max_h2_streams = spec.max_h2_streams.max(1);
+            o.max_h2_streams = spec.max_h2_streams;
         }
         let mut sni = None;
         if let Some(t) = &spec.tls {
             o.verify_cert = t.verify;
             o.verify_hostname = t.verify;
-            if let Some(ca) = &t.ca {
-                let path = if Path::new(ca).is_absolute() {
-                    Path::new(ca).to_path_buf()
-                } else {
-                    base_dir.join(ca)
-                };
-                let certs =
-                    load_ca(&path).map_err(|m| ConfigError::at(format!("{at}.tls.ca"), m))?;
-                o.ca = Some(Arc::new(certs));
-            }
+            o.ca = ca;
             sni = t.sni.clone();
         }
         let pool = UpstreamPool {
@@ -352,8 +388,7 @@ impl UpstreamPool {
             let due = self.next_dns_ms.load(Relaxed);
             if now >= due {
                 let ms = u64::try_from(self.spec.dns_refresh.get().as_millis()).unwrap_or(30_000);
-                self.next_dns_ms
-                    .store(now.saturating_add(ms.max(1000)), Relaxed);
+                self.next_dns_ms.store(now.saturating_add(ms), Relaxed);
                 let pool = self.clone();
                 tokio::spawn(async move { pool.discover().await });
             }

@@ -147,3 +147,17 @@ pub fn check_config(yaml: &str) -> (bool, String) {
             .to_string(),
     )
 }
+
+/// Waits (up to 10 s) until something accepts connections on `port`.
+pub async fn wait_for_tcp(port: u16) {
+    for _ in 0..400 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("nothing listens on port {port}");
+}

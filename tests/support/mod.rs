@@ -1,6 +1,6 @@
 //! Shared fixtures for the integration tests: real upstream servers and a real gateway
 //! process, all on 127.0.0.1 with ephemeral ports.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 pub mod gateway;
 pub mod upstream;

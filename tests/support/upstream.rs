@@ -4,6 +4,7 @@
 //! - `/status/{code}`: answers with that status;
 //! - `/delay/{ms}`: answers after that many milliseconds;
 //! - `/healthz`: 200 while healthy (see [`EchoUpstream::set_healthy`]), else 503.
+//!
 //! Anything else answers 200 with `{"node", "method", "uri", "headers", "body"}`.
 
 use bytes::Bytes;

@@ -1,0 +1,239 @@
+//! Protocols through a real gateway: TLS with certificates picked by SNI, HTTP/2 (ALPN and
+//! h2c), WebSocket upgrade, and a gRPC unary call (tonic's health service) over h2 end to end.
+
+mod support;
+
+use futures_util::{SinkExt, StreamExt};
+use std::path::Path;
+use support::{client, free_port, EchoUpstream, GatewayProcess};
+
+struct TestCert {
+    cert_path: String,
+    key_path: String,
+    pem: String,
+}
+
+fn make_cert(dir: &Path, host: &str) -> TestCert {
+    let ck = rcgen::generate_simple_self_signed(vec![host.to_string()]).unwrap();
+    let cert_path = dir.join(format!("{host}.pem"));
+    let key_path = dir.join(format!("{host}.key"));
+    let pem = ck.cert.pem();
+    std::fs::write(&cert_path, &pem).unwrap();
+    std::fs::write(&key_path, ck.key_pair.serialize_pem()).unwrap();
+    TestCert {
+        cert_path: cert_path.display().to_string(),
+        key_path: key_path.display().to_string(),
+        pem,
+    }
+}
+
+/// Connects with `sni` and returns the DNS names of the certificate the gateway presented,
+/// and the body of a GET / over that connection.
+fn tls_probe(port: u16, sni: &str) -> (Vec<String>, String) {
+    use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
+    use std::io::{Read, Write};
+    let mut b = SslConnector::builder(SslMethod::tls()).unwrap();
+    b.set_verify(SslVerifyMode::NONE);
+    let connector = b.build();
+    let tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut tls = connector
+        .configure()
+        .unwrap()
+        .verify_hostname(false)
+        .connect(sni, tcp)
+        .unwrap();
+    let names = tls
+        .ssl()
+        .peer_certificate()
+        .and_then(|c| c.subject_alt_names())
+        .map(|s| {
+            s.iter()
+                .filter_map(|n| n.dnsname().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    write!(
+        tls,
+        "GET / HTTP/1.1\r\nHost: {sni}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    let _ = tls.read_to_string(&mut out);
+    let body = out.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (names, body)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_certificates_by_sni_and_http2() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = make_cert(dir.path(), "a.test");
+    let b = make_cert(dir.path(), "b.test");
+    let port = free_port();
+    let y = format!(
+        "listeners:\n  - name: tls\n    address: 127.0.0.1:{port}\n    protocol: https\n    http2: true\n    tls:\n      certificates:\n        - {{ cert: {}, key: {} }}\n        - {{ cert: {}, key: {} }}\n\
+         routes:\n  - {{ id: hello, paths: [/], plugins: {{ mock: {{ body: secure }} }} }}\n",
+        a.cert_path, a.key_path, b.cert_path, b.key_path
+    );
+    let _gw = GatewayProcess::start(&y, port);
+    let probes = tokio::task::spawn_blocking(move || {
+        [
+            tls_probe(port, "a.test"),
+            tls_probe(port, "b.test"),
+            tls_probe(port, "unknown.test"),
+        ]
+    })
+    .await
+    .unwrap();
+    assert_eq!(probes[0].0, vec!["a.test"]);
+    assert_eq!(probes[1].0, vec!["b.test"]);
+    // An unknown name gets the first (default) certificate.
+    assert_eq!(probes[2].0, vec!["a.test"]);
+    assert_eq!(probes[0].1, "secure");
+
+    // A verifying client negotiates h2 over ALPN.
+    for (host, cert) in [("a.test", &a), ("b.test", &b)] {
+        let c = reqwest::Client::builder()
+            .no_proxy()
+            .add_root_certificate(reqwest::Certificate::from_pem(cert.pem.as_bytes()).unwrap())
+            .resolve(host, ([127, 0, 0, 1], port).into())
+            .build()
+            .unwrap();
+        let r = c
+            .get(format!("https://{host}:{port}/"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.version(), reqwest::Version::HTTP_2);
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.text().await.unwrap(), "secure");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn h2c_listener_proxies_to_http1_upstream() {
+    let up = EchoUpstream::start("u").await;
+    let port = free_port();
+    let y = format!(
+        "listeners:\n  - {{ name: h2c, address: 127.0.0.1:{port}, http2: true }}\n\
+         upstreams:\n  - {{ id: u, nodes: [{{ address: \"{}\" }}] }}\n\
+         routes:\n  - {{ id: all, paths: [\"/*\"], upstream: u }}\n",
+        up.addr
+    );
+    let _gw = GatewayProcess::start(&y, port);
+    let c = reqwest::Client::builder()
+        .no_proxy()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let r = c
+        .post(format!("http://127.0.0.1:{port}/echo?x=1"))
+        .body("payload")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["uri"], "/echo?x=1");
+    assert_eq!(v["body"], "payload");
+    assert_eq!(v["method"], "POST");
+    // HTTP/1.1 clients still work on the same listener.
+    let r = client()
+        .get(format!("http://127.0.0.1:{port}/h1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_11);
+    assert_eq!(r.status(), 200);
+}
+
+async fn websocket_echo_server() -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+                    return;
+                };
+                while let Some(Ok(msg)) = ws.next().await {
+                    if (msg.is_text() || msg.is_binary()) && ws.send(msg).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn websocket_upgrade_passes_through() {
+    let ws_addr = websocket_echo_server().await;
+    let port = free_port();
+    let y = format!(
+        "listeners:\n  - {{ name: main, address: 127.0.0.1:{port} }}\n\
+         upstreams:\n  - {{ id: ws, nodes: [{{ address: \"{ws_addr}\" }}] }}\n\
+         routes:\n  - {{ id: ws, paths: [/ws], upstream: ws }}\n"
+    );
+    let _gw = GatewayProcess::start(&y, port);
+    let (mut ws, resp) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/ws"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 101);
+    for i in 0..5 {
+        let text = format!("hello {i}");
+        ws.send(tokio_tungstenite::tungstenite::Message::text(text.clone()))
+            .await
+            .unwrap();
+        let echoed = ws.next().await.unwrap().unwrap();
+        assert_eq!(echoed.into_text().unwrap().to_string(), text);
+    }
+    ws.close(None).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn grpc_unary_call_over_h2() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+
+    let grpc_port = free_port();
+    let (mut reporter, service) = tonic_health::server::health_reporter();
+    reporter
+        .set_service_status("users.v1.Users", tonic_health::ServingStatus::Serving)
+        .await;
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve(([127, 0, 0, 1], grpc_port).into()),
+    );
+    let port = free_port();
+    let y = format!(
+        "listeners:\n  - {{ name: grpc, address: 127.0.0.1:{port}, http2: true }}\n\
+         upstreams:\n  - {{ id: grpc, http2: true, nodes: [{{ address: \"127.0.0.1:{grpc_port}\" }}] }}\n\
+         routes:\n  - {{ id: grpc, paths: [/grpc.health.v1.Health/*], upstream: grpc }}\n"
+    );
+    let _gw = GatewayProcess::start(&y, port);
+    support::gateway::wait_for_tcp(grpc_port).await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = HealthClient::new(channel);
+    let resp = client
+        .check(HealthCheckRequest {
+            service: "users.v1.Users".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(resp.into_inner().status, ServingStatus::Serving as i32);
+    // An error status travels back too (grpc-status in trailers/headers).
+    let err = client
+        .check(HealthCheckRequest {
+            service: "nope".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+}
