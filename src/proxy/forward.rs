@@ -49,6 +49,27 @@ pub fn strip_hop_by_hop(req: &mut RequestHeader, is_upgrade: bool) {
     }
 }
 
+static X_CONSUMER_ID: HeaderName = HeaderName::from_static("x-consumer-id");
+static X_CONSUMER_GROUPS: HeaderName = HeaderName::from_static("x-consumer-groups");
+
+/// Tells the upstream who the authenticated consumer is (`X-Consumer-Id`, and
+/// `X-Consumer-Groups` when it has groups). Values a client sent in these headers are always
+/// removed first, so they cannot be forged.
+pub fn set_consumer(
+    req: &mut RequestHeader,
+    consumer: Option<&gatehouse_plugins::Consumer>,
+) -> Result<()> {
+    req.remove_header(&X_CONSUMER_ID);
+    req.remove_header(&X_CONSUMER_GROUPS);
+    if let Some(c) = consumer {
+        req.insert_header(X_CONSUMER_ID.clone(), c.id.as_str())?;
+        if !c.groups.is_empty() {
+            req.insert_header(X_CONSUMER_GROUPS.clone(), c.groups.join(","))?;
+        }
+    }
+    Ok(())
+}
+
 /// Sets `X-Forwarded-For` (appending the client), `X-Real-IP`, `X-Forwarded-Proto` and
 /// `X-Forwarded-Host`.
 pub fn set_forwarded(

@@ -358,6 +358,7 @@ impl ProxyHttp for GatewayProxy {
             ctx.plugin.tls,
             client_host,
         )?;
+        forward::set_consumer(upstream_request, ctx.plugin.consumer.as_deref())?;
         let (snapshot, route, plugin_ctx) = chain_and_ctx!(ctx);
         if let Some(chain) = pick_chain(&snapshot, route) {
             for p in chain.upstream_request.iter() {

@@ -1,9 +1,13 @@
 //! The plugins compiled into every Gatehouse binary. Each is one file with its config type
 //! beside it, written against the public SDK only.
 
+pub mod auth;
 pub mod headers;
 pub mod mock;
 pub mod proxy_rewrite;
+pub mod security;
+pub mod traffic;
+pub mod transform;
 
 pub(crate) mod header_ops;
 
@@ -15,4 +19,8 @@ pub fn register_all(registry: &mut PluginRegistry) {
         .register(mock::factory())
         .register(headers::factory())
         .register(proxy_rewrite::factory());
+    auth::register(registry);
+    security::register(registry);
+    traffic::register(registry);
+    transform::register(registry);
 }
