@@ -237,3 +237,51 @@ async fn grpc_unary_call_over_h2() {
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upstream_tls_with_sni_custom_ca_and_verification() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend_cert = make_cert(dir.path(), "backend.test");
+    let other_cert = make_cert(dir.path(), "other.test");
+    // The TLS upstream is another gateway with an https listener.
+    let backend_port = free_port();
+    let backend = GatewayProcess::start(
+        &format!(
+            "listeners:\n  - name: tls\n    address: 127.0.0.1:{backend_port}\n    protocol: https\n    tls:\n      certificates:\n        - {{ cert: {}, key: {} }}\n\
+             routes:\n  - {{ id: b, paths: [\"/*\"], plugins: {{ mock: {{ body: from-tls-backend }} }} }}\n",
+            backend_cert.cert_path, backend_cert.key_path
+        ),
+        backend_port,
+    );
+    let port = free_port();
+    let node = format!("127.0.0.1:{backend_port}");
+    let y = format!(
+        "listeners:\n  - {{ name: main, address: 127.0.0.1:{port} }}\n\
+         upstreams:\n\
+         \x20 - {{ id: trusted, scheme: https, nodes: [{{ address: \"{node}\" }}], tls: {{ sni: backend.test, ca: {ca} }} }}\n\
+         \x20 - {{ id: wrong-ca, scheme: https, retries: 0, nodes: [{{ address: \"{node}\" }}], tls: {{ sni: backend.test, ca: {other} }} }}\n\
+         \x20 - {{ id: wrong-name, scheme: https, retries: 0, nodes: [{{ address: \"{node}\" }}], tls: {{ sni: evil.test, ca: {ca} }} }}\n\
+         \x20 - {{ id: unverified, scheme: https, nodes: [{{ address: \"{node}\" }}], tls: {{ sni: backend.test, verify: false }} }}\n\
+         routes:\n\
+         \x20 - {{ id: trusted, paths: [/trusted], upstream: trusted }}\n\
+         \x20 - {{ id: wrong-ca, paths: [/wrong-ca], upstream: wrong-ca }}\n\
+         \x20 - {{ id: wrong-name, paths: [/wrong-name], upstream: wrong-name }}\n\
+         \x20 - {{ id: unverified, paths: [/unverified], upstream: unverified }}\n",
+        ca = backend_cert.cert_path,
+        other = other_cert.cert_path,
+    );
+    let _gw = GatewayProcess::start(&y, port);
+    let c = client();
+    let get = |path: &'static str| {
+        let c = c.clone();
+        async move {
+            let r = c.get(format!("http://127.0.0.1:{port}{path}")).send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    assert_eq!(get("/trusted").await, (200, "from-tls-backend".to_string()));
+    assert_eq!(get("/unverified").await, (200, "from-tls-backend".to_string()));
+    assert_eq!(get("/wrong-ca").await.0, 502);
+    assert_eq!(get("/wrong-name").await.0, 502);
+    drop(backend);
+}

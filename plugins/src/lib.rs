@@ -34,6 +34,7 @@ pub mod context;
 pub mod factory;
 pub mod plugin;
 pub mod response;
+pub mod store;
 pub mod testkit;
 pub mod units;
 
@@ -46,3 +47,4 @@ pub use pingora_error::{Error, ErrorType, Result};
 pub use pingora_http::{RequestHeader, ResponseHeader};
 pub use plugin::{Flow, Phases, Plugin};
 pub use response::PluginResponse;
+pub use store::{Decision, LocalStore, Permit, RateLimitStore, StoreError};

@@ -255,6 +255,15 @@ impl UpstreamPool {
             }
             o.max_h2_streams = spec.max_h2_streams;
         }
+        // Connections are pooled per upstream: one configured with other TLS settings (CA,
+        // verification) must never be reused here just because the address matches.
+        peer.group_key = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            spec.id.hash(&mut h);
+            format!("{:?}", spec.tls).hash(&mut h);
+            h.finish()
+        };
         let mut sni = None;
         if let Some(t) = &spec.tls {
             o.verify_cert = t.verify;

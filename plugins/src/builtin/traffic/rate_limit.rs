@@ -1,0 +1,425 @@
+//! `rate-limit`: at most `count` requests per `period` for each key (client IP, consumer,
+//! route, header value, or a combination), counted exactly in fixed windows.
+
+use super::limit_key::{KeyConfig, LimitKey};
+use crate::context::RequestContext;
+use crate::factory::{ConfigError, TypedFactory};
+use crate::plugin::{Flow, Phases, Plugin};
+use crate::response::PluginResponse;
+use crate::store::{LocalStore, RateLimitStore};
+use crate::units::Duration;
+use async_trait::async_trait;
+use http::header::{HeaderName, HeaderValue, RETRY_AFTER};
+use pingora_error::Result;
+use pingora_http::{RequestHeader, ResponseHeader};
+use serde::Deserialize;
+use std::sync::Arc;
+
+/// Config of `rate-limit`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Requests admitted per key per period.
+    pub count: u64,
+    /// The window length (`1s`, `1m`, `1h`, `1d`).
+    pub period: Duration,
+    /// Which requests share a budget (default `ip`).
+    #[serde(default)]
+    pub key: KeyConfig,
+    /// Where counters live: `local` (this process; the default) or `redis`.
+    #[serde(default)]
+    pub store: StoreKind,
+    /// The Redis store's settings, with `store: redis`.
+    pub redis: Option<RedisConfig>,
+    /// What to do with a request when the store fails: `allow` (default) or `deny` (503).
+    #[serde(default)]
+    pub on_store_error: OnStoreError,
+}
+
+/// `store`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreKind {
+    /// Counters in this process.
+    #[default]
+    Local,
+    /// Counters in Redis, shared by every node.
+    Redis,
+}
+
+/// `redis`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://host:port/db`.
+    pub url: String,
+    /// Longest wait for one store operation (default `1s`).
+    pub timeout: Option<Duration>,
+}
+
+/// `on_store_error`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnStoreError {
+    /// Let the request through, without `RateLimit-*` headers.
+    #[default]
+    Allow,
+    /// Answer 503.
+    Deny,
+}
+
+/// What a counted request's response reports, kept for `response_filter`.
+#[derive(Debug, Clone, Copy)]
+struct Quota {
+    limit: u64,
+    remaining: u64,
+    reset_secs: u64,
+}
+
+/// The `rate-limit` plugin.
+pub struct RateLimit {
+    count: u64,
+    period: std::time::Duration,
+    key: LimitKey,
+    store: Arc<dyn RateLimitStore>,
+    on_store_error: OnStoreError,
+}
+
+/// Priority of `rate-limit`: after auth (so `consumer` keys work), after `limit-conn` and
+/// `circuit-breaker`.
+pub const PRIORITY: i32 = 1001;
+
+static LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
+static REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
+static RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
+
+/// The factory for `rate-limit`.
+pub fn factory() -> impl crate::PluginFactory {
+    TypedFactory::new("rate-limit", PRIORITY, |c: RateLimitConfig, _env| {
+        RateLimit::new(c)
+    })
+}
+
+impl RateLimit {
+    /// Builds the plugin from its config, with a new [`LocalStore`] for `store: local`.
+    pub fn new(c: RateLimitConfig) -> Result<Self, ConfigError> {
+        if c.count == 0 {
+            return Err(ConfigError::at(
+                "count",
+                "must be at least 1 (to refuse every request, use a plugin that answers, e.g. `mock`)",
+            ));
+        }
+        if c.period.get().is_zero() {
+            return Err(ConfigError::at(
+                "period",
+                "must be longer than 0, e.g. `1s`, `1m`, `1h`, `1d`",
+            ));
+        }
+        let key = LimitKey::compile(&c.key, "key")?;
+        let store: Arc<dyn RateLimitStore> = match c.store {
+            StoreKind::Local => {
+                if c.redis.is_some() {
+                    return Err(ConfigError::at(
+                        "redis",
+                        "only used with `store: redis`; remove it or set `store: redis`",
+                    ));
+                }
+                Arc::new(LocalStore::new())
+            }
+            StoreKind::Redis => {
+                return Err(ConfigError::at(
+                    "store",
+                    "the redis store is not available in this build; use `store: local`",
+                ))
+            }
+        };
+        Ok(Self::with_store(
+            c.count,
+            c.period.get(),
+            key,
+            store,
+            c.on_store_error,
+        ))
+    }
+
+    /// A limiter of `count` per `period` counting in `store`.
+    pub fn with_store(
+        count: u64,
+        period: std::time::Duration,
+        key: LimitKey,
+        store: Arc<dyn RateLimitStore>,
+        on_store_error: OnStoreError,
+    ) -> Self {
+        RateLimit {
+            count,
+            period,
+            key,
+            store,
+            on_store_error,
+        }
+    }
+}
+
+fn quota_headers(q: &Quota) -> [(HeaderName, HeaderValue); 3] {
+    [
+        (LIMIT.clone(), HeaderValue::from(q.limit)),
+        (REMAINING.clone(), HeaderValue::from(q.remaining)),
+        (RESET.clone(), HeaderValue::from(q.reset_secs)),
+    ]
+}
+
+#[async_trait]
+impl Plugin for RateLimit {
+    fn name(&self) -> &str {
+        "rate-limit"
+    }
+
+    fn priority(&self) -> i32 {
+        PRIORITY
+    }
+
+    fn phases(&self) -> Phases {
+        Phases::REQUEST | Phases::RESPONSE
+    }
+
+    async fn request_filter(
+        &self,
+        req: &mut RequestHeader,
+        ctx: &mut RequestContext,
+    ) -> Result<Flow> {
+        let key = self.key.key(req, ctx);
+        let decision = match self.store.check(&key, self.count, self.period, 1).await {
+            Ok(d) => d,
+            Err(e) => {
+                log::warn!("rate-limit: {e}");
+                return Ok(match self.on_store_error {
+                    OnStoreError::Allow => Flow::Continue,
+                    OnStoreError::Deny => Flow::Respond(
+                        PluginResponse::error(503, "rate limit unavailable")
+                            .with_header(RETRY_AFTER, HeaderValue::from_static("1")),
+                    ),
+                });
+            }
+        };
+        let quota = Quota {
+            limit: decision.limit,
+            remaining: decision.remaining,
+            reset_secs: decision.reset_secs(),
+        };
+        ctx.set_state(quota);
+        match decision.retry_after_secs() {
+            None => Ok(Flow::Continue),
+            Some(retry) => {
+                let mut resp = PluginResponse::error(429, "too many requests")
+                    .with_header(RETRY_AFTER, HeaderValue::from(retry));
+                resp.headers.extend(quota_headers(&quota));
+                Ok(Flow::Respond(resp))
+            }
+        }
+    }
+
+    async fn response_filter(
+        &self,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestContext,
+    ) -> Result<()> {
+        if let Some(q) = ctx.state::<Quota>() {
+            for (name, value) in quota_headers(q) {
+                resp.insert_header(name, value)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::context::Consumer;
+    use crate::store::{Decision, Permit, StoreError, StoreErrorKind};
+    use crate::testkit::{request, PluginHarness};
+    use serde_json::json;
+
+    fn harness(config: serde_json::Value) -> PluginHarness {
+        PluginHarness::from_config(&factory(), config).unwrap()
+    }
+
+    fn build_err(config: serde_json::Value) -> ConfigError {
+        PluginHarness::from_config(&factory(), config)
+            .err()
+            .expect("config must be refused")
+    }
+
+    fn header(resp: &ResponseHeader, name: &str) -> Option<String> {
+        resp.headers
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_string())
+    }
+
+    #[tokio::test]
+    async fn counts_down_then_refuses_with_headers() {
+        let mut h = harness(json!({"count": 3, "period": "1m"}));
+        for remaining in ["2", "1", "0"] {
+            let mut req = request("GET", "/").build();
+            assert!(matches!(h.request(&mut req).await.unwrap(), Flow::Continue));
+            let mut resp = ResponseHeader::build(200, None).unwrap();
+            h.response(&mut resp).await.unwrap();
+            assert_eq!(header(&resp, "ratelimit-limit").as_deref(), Some("3"));
+            assert_eq!(
+                header(&resp, "ratelimit-remaining").as_deref(),
+                Some(remaining)
+            );
+            assert_eq!(header(&resp, "ratelimit-reset").as_deref(), Some("60"));
+        }
+        let Flow::Respond(r) = h.request(&mut request("GET", "/").build()).await.unwrap() else {
+            panic!("the 4th request must be refused");
+        };
+        assert_eq!(r.status, 429);
+        assert_eq!(r.header("retry-after").unwrap(), "60");
+        assert_eq!(r.header("ratelimit-limit").unwrap(), "3");
+        assert_eq!(r.header("ratelimit-remaining").unwrap(), "0");
+        assert_eq!(r.header("ratelimit-reset").unwrap(), "60");
+        assert_eq!(r.header("content-type").unwrap(), "application/json");
+        let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(body, json!({"error": "too many requests", "status": 429}));
+    }
+
+    #[tokio::test]
+    async fn response_filter_replaces_upstream_values_once() {
+        let mut h = harness(json!({"count": 5, "period": "10s"}));
+        h.request(&mut request("GET", "/").build()).await.unwrap();
+        let mut resp = ResponseHeader::build(200, None).unwrap();
+        resp.insert_header("RateLimit-Remaining", "999").unwrap();
+        h.response(&mut resp).await.unwrap();
+        let all: Vec<_> = resp.headers.get_all("ratelimit-remaining").iter().collect();
+        assert_eq!(all, vec!["4"]);
+    }
+
+    #[tokio::test]
+    async fn no_headers_when_the_request_was_not_counted() {
+        let mut h = harness(json!({"count": 5, "period": "10s"}));
+        let mut resp = ResponseHeader::build(401, None).unwrap();
+        h.response(&mut resp).await.unwrap();
+        assert!(resp.headers.get("ratelimit-limit").is_none());
+    }
+
+    #[tokio::test]
+    async fn keys_have_separate_budgets() {
+        let mut h = harness(json!({"count": 1, "period": "1m", "key": "header:X-User"}));
+        let mut a = request("GET", "/").header("x-user", "a").build();
+        let mut b = request("GET", "/").header("x-user", "b").build();
+        assert!(matches!(h.request(&mut a).await.unwrap(), Flow::Continue));
+        assert!(matches!(h.request(&mut b).await.unwrap(), Flow::Continue));
+        assert!(matches!(h.request(&mut a).await.unwrap(), Flow::Respond(_)));
+    }
+
+    #[tokio::test]
+    async fn consumer_key_without_consumer_uses_the_ip() {
+        let mut h = harness(json!({"count": 1, "period": "1m", "key": "consumer"}));
+        h.ctx.consumer = Some(Arc::new(Consumer {
+            id: "alice".into(),
+            groups: vec![],
+            labels: Default::default(),
+            credentials: Default::default(),
+        }));
+        let mut req = request("GET", "/").build();
+        assert!(matches!(h.request(&mut req).await.unwrap(), Flow::Continue));
+        h.ctx.consumer = None;
+        assert!(
+            matches!(h.request(&mut req).await.unwrap(), Flow::Continue),
+            "the IP has its own budget"
+        );
+        assert!(matches!(h.request(&mut req).await.unwrap(), Flow::Respond(_)));
+    }
+
+    struct BrokenStore;
+
+    #[async_trait]
+    impl RateLimitStore for BrokenStore {
+        async fn check(
+            &self,
+            _: &str,
+            _: u64,
+            _: std::time::Duration,
+            _: u64,
+        ) -> Result<Decision, StoreError> {
+            Err(StoreError::new(StoreErrorKind::Unavailable, "down"))
+        }
+        async fn acquire(&self, _: &str, _: u64) -> Result<Permit, StoreError> {
+            Err(StoreError::new(StoreErrorKind::Unavailable, "down"))
+        }
+        async fn release(&self, _: &str, _: u64) -> Result<(), StoreError> {
+            Ok(())
+        }
+    }
+
+    fn broken(on_error: OnStoreError) -> PluginHarness {
+        let key = LimitKey::compile(&KeyConfig::default(), "key").unwrap();
+        PluginHarness::new(Arc::new(RateLimit::with_store(
+            1,
+            std::time::Duration::from_secs(1),
+            key,
+            Arc::new(BrokenStore),
+            on_error,
+        )))
+    }
+
+    #[tokio::test]
+    async fn store_errors_allow_or_deny() {
+        let mut h = broken(OnStoreError::Allow);
+        let mut req = request("GET", "/").build();
+        assert!(matches!(h.request(&mut req).await.unwrap(), Flow::Continue));
+        let mut resp = ResponseHeader::build(200, None).unwrap();
+        h.response(&mut resp).await.unwrap();
+        assert!(resp.headers.get("ratelimit-limit").is_none());
+
+        let mut h = broken(OnStoreError::Deny);
+        let Flow::Respond(r) = h.request(&mut req).await.unwrap() else {
+            panic!("deny must answer");
+        };
+        assert_eq!(r.status, 503);
+        assert_eq!(r.header("retry-after").unwrap(), "1");
+    }
+
+    #[test]
+    fn config_errors_name_the_key() {
+        let e = build_err(json!({"count": 0, "period": "1s"}));
+        assert_eq!(e.path, "count");
+        let e = build_err(json!({"count": 1, "period": "0s"}));
+        assert_eq!(e.path, "period");
+        let e = build_err(json!({"count": 1, "period": 60}));
+        assert_eq!(e.path, "period");
+        assert!(e.message.contains("write a unit"), "{}", e.message);
+        let e = build_err(json!({"period": "1s"}));
+        assert_eq!(e.message, "missing field `count`");
+        let e = build_err(json!({"count": 1, "period": "1s", "key": "user"}));
+        assert_eq!(e.path, "key");
+        let e = build_err(json!({"count": 1, "period": "1s", "store": "memcached"}));
+        assert_eq!(e.path, "store");
+        let e = build_err(json!({"count": 1, "period": "1s", "on_store_error": "maybe"}));
+        assert_eq!(e.path, "on_store_error");
+        let e = build_err(json!({"count": 1, "period": "1s", "burst": 3}));
+        assert!(e.message.contains("unknown field `burst`"), "{}", e.message);
+    }
+
+    #[test]
+    fn redis_store_is_refused_not_ignored() {
+        let e = build_err(json!({
+            "count": 1, "period": "1s", "store": "redis",
+            "redis": {"url": "redis://127.0.0.1:6379", "timeout": "200ms"}
+        }));
+        assert_eq!(e.path, "store");
+        assert_eq!(
+            e.message,
+            "the redis store is not available in this build; use `store: local`"
+        );
+        let e = build_err(json!({
+            "count": 1, "period": "1s", "redis": {"url": "redis://127.0.0.1:6379"}
+        }));
+        assert_eq!(e.path, "redis");
+        let e = build_err(json!({
+            "count": 1, "period": "1s", "store": "redis", "redis": {"uri": "x"}
+        }));
+        assert_eq!(e.path, "redis.uri");
+    }
+}
