@@ -23,10 +23,14 @@
 //! A config is parsed ([`config`]), compiled ([`snapshot`]) and swapped in whole; a bad
 //! config never replaces a good one.
 
+pub mod admin;
 pub mod chain;
 pub mod cli;
 pub mod config;
+pub mod drain;
+pub mod metrics;
 pub mod proxy;
+pub mod reload;
 pub mod router;
 pub mod server;
 pub mod snapshot;

@@ -1,20 +1,25 @@
 //! Wiring: a config becomes a Pingora server with the proxy on every listener and the
 //! background services (health checks).
 
+use crate::admin::AdminApi;
 use crate::cli::Cli;
 use crate::config::model::{Config, ListenerProtocol};
 use crate::config::{self, ConfigError};
+use crate::drain::Draining;
 use crate::proxy::GatewayProxy;
+use crate::reload::{ConfigManager, ReloadService};
 use crate::snapshot::Snapshot;
 use crate::state::LiveState;
 use crate::tls::CertificateStore;
 use crate::upstream::health::HealthService;
-use gatehouse_plugins::{PluginFactory, PluginRegistry};
+use gatehouse_plugins::{PluginFactory, PluginRegistry, SharedServices};
 use pingora_core::apps::HttpServerOptions;
 use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::server::configuration::Opt;
 use pingora_core::server::Server;
 use pingora_core::services::background::background_service;
+use pingora_core::services::listening::Service;
+use pingora_proxy::HttpProxy;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -86,14 +91,15 @@ fn init_logging() {
 pub fn load_snapshot(
     path: &Path,
     registry: &PluginRegistry,
-    previous: Option<&Snapshot>,
+    services: &SharedServices,
 ) -> Result<Snapshot, ConfigError> {
     let config = config::load_file(path)?;
-    Snapshot::compile(config, registry, Path::new("."), previous).map_err(|e| e.in_file(path))
+    Snapshot::compile(config, registry, Path::new("."), None, services).map_err(|e| e.in_file(path))
 }
 
 fn start(cli: Cli, registry: PluginRegistry) -> Result<(), String> {
-    let snapshot = load_snapshot(&cli.conf, &registry, None).map_err(|e| e.to_string())?;
+    let services = SharedServices::new();
+    let snapshot = load_snapshot(&cli.conf, &registry, &services).map_err(|e| e.to_string())?;
     let server_conf =
         config::server_conf(&snapshot.config).map_err(|e| e.in_file(&cli.conf).to_string())?;
     if cli.test {
@@ -119,6 +125,20 @@ fn start(cli: Cli, registry: PluginRegistry) -> Result<(), String> {
     let config: Arc<Config> = snapshot.config.clone();
     let state = LiveState::new(snapshot);
     add_proxy_services(&mut server, &config, &state)?;
+    let manager = ConfigManager::new(cli.conf.clone(), registry, services, state.clone());
+    server.add_service(background_service(
+        "config reload",
+        ReloadService::new(manager.clone(), !cli.no_watch),
+    ));
+    if let Some(admin) = &config.admin {
+        let mut service = Service::new(
+            "gatehouse admin".to_string(),
+            AdminApi::new(manager.clone()),
+        );
+        service.add_tcp(&admin.address);
+        server.add_service(service);
+        log::info!("admin API on {}", admin.address);
+    }
     server.add_service(background_service(
         "upstream health",
         HealthService::new(state.clone()),
@@ -140,22 +160,30 @@ fn add_proxy_services(
     config: &Config,
     state: &LiveState,
 ) -> Result<(), String> {
+    // Connections accepted just before a shutdown get this long to send their request.
+    let drain = Duration::from_secs(
+        server
+            .configuration
+            .grace_period_seconds
+            .unwrap_or(5)
+            .clamp(0, 2),
+    );
+    let proxy_service = |name: &str, h2c: bool| {
+        let mut proxy = HttpProxy::new(
+            GatewayProxy::new(state.clone()),
+            server.configuration.clone(),
+        );
+        proxy.handle_init_modules();
+        if h2c {
+            let mut opts = HttpServerOptions::default();
+            opts.h2c = true;
+            proxy.server_options = Some(opts);
+        }
+        Service::new(name.to_string(), Draining::new(proxy, drain))
+    };
     // h2c is a per-service option: plain listeners with `http2: true` get their own service.
-    let mut main = pingora_proxy::http_proxy_service_with_name(
-        &server.configuration,
-        GatewayProxy::new(state.clone()),
-        "gatehouse",
-    );
-    let mut h2c = pingora_proxy::http_proxy_service_with_name(
-        &server.configuration,
-        GatewayProxy::new(state.clone()),
-        "gatehouse-h2c",
-    );
-    if let Some(app) = h2c.app_logic_mut() {
-        let mut opts = HttpServerOptions::default();
-        opts.h2c = true;
-        app.server_options = Some(opts);
-    }
+    let mut main = proxy_service("gatehouse", false);
+    let mut h2c = proxy_service("gatehouse-h2c", true);
     let mut uses_h2c = false;
     for (i, l) in config.listeners.iter().enumerate() {
         match l.protocol {

@@ -9,7 +9,7 @@ use crate::router::tree::{parse_pattern, Pattern};
 use crate::router::{RouteKey, Router, Verdict};
 use crate::tls::CertificateStore;
 use crate::upstream::UpstreamPool;
-use gatehouse_plugins::{BuildEnv, Consumer, PluginRegistry};
+use gatehouse_plugins::{BuildEnv, Consumer, PluginRegistry, SharedServices};
 use http::{HeaderName, HeaderValue, Method};
 use pingora_http::RequestHeader;
 use regex::bytes::Regex;
@@ -119,21 +119,17 @@ fn check_unique<'a>(
 fn build_plugins(
     map: &PluginMap,
     at: &str,
+    scope: &str,
     registry: &PluginRegistry,
     env: &BuildEnv<'_>,
 ) -> Result<Vec<Scoped>, ConfigError> {
+    let env = &BuildEnv { scope, ..*env };
     let mut out = Vec::with_capacity(map.len());
     for (name, cfg) in map {
         let path = join(at, name);
-        let factory = registry.get(name).ok_or_else(|| {
-            ConfigError::at(
-                &path,
-                format!(
-                    "unknown plugin \"{name}\" (known plugins: {})",
-                    registry.names().collect::<Vec<_>>().join(", ")
-                ),
-            )
-        })?;
+        let factory = registry
+            .get(name)
+            .ok_or_else(|| ConfigError::at(&path, unknown_plugin(name, registry)))?;
         let plugin = factory
             .build(cfg, env)
             .map_err(|e| ConfigError::at(join(&path, &e.path), e.message))?;
@@ -143,6 +139,36 @@ fn build_plugins(
         });
     }
     Ok(out)
+}
+
+/// "unknown plugin" with the closest known name, or the list of names when none is close.
+fn unknown_plugin(name: &str, registry: &PluginRegistry) -> String {
+    fn distance(a: &str, b: &str) -> usize {
+        let b: Vec<char> = b.chars().collect();
+        let mut row: Vec<usize> = (0..=b.len()).collect();
+        for (i, ca) in a.chars().enumerate() {
+            let mut prev = row[0];
+            row[0] = i + 1;
+            for (j, cb) in b.iter().enumerate() {
+                let cur = row[j + 1];
+                row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+                prev = cur;
+            }
+        }
+        row[b.len()]
+    }
+    let closest = registry
+        .names()
+        .map(|n| (distance(name, n), n))
+        .min()
+        .filter(|(d, _)| *d <= 2);
+    match closest {
+        Some((_, n)) => format!("unknown plugin \"{name}\" (did you mean \"{n}\"?)"),
+        None => format!(
+            "unknown plugin \"{name}\" (known plugins: {})",
+            registry.names().collect::<Vec<_>>().join(", ")
+        ),
+    }
 }
 
 fn compile_header_match(h: &HeaderMatch, at: &str) -> Result<HeaderPredicate, ConfigError> {
@@ -226,6 +252,7 @@ impl Snapshot {
         registry: &PluginRegistry,
         base_dir: &Path,
         previous: Option<&Snapshot>,
+        services: &SharedServices,
     ) -> Result<Snapshot, ConfigError> {
         check_unique(
             "upstream",
@@ -306,10 +333,18 @@ impl Snapshot {
             consumers: &consumers,
             upstream_ids: &upstream_ids,
             base_dir,
+            scope: "global",
+            services,
         };
 
         // Plugins per scope.
-        let global = build_plugins(&config.global_plugins, "global_plugins", registry, &env)?;
+        let global = build_plugins(
+            &config.global_plugins,
+            "global_plugins",
+            "global",
+            registry,
+            &env,
+        )?;
         let mut services = HashMap::new();
         for (i, s) in config.services.iter().enumerate() {
             let at = format!("services[{i}]");
@@ -318,7 +353,13 @@ impl Snapshot {
                 .as_deref()
                 .map(|u| find_upstream(u, format!("{at}.upstream")))
                 .transpose()?;
-            let plugins = build_plugins(&s.plugins, &format!("{at}.plugins"), registry, &env)?;
+            let plugins = build_plugins(
+                &s.plugins,
+                &format!("{at}.plugins"),
+                &format!("service:{}", s.id),
+                registry,
+                &env,
+            )?;
             services.insert(
                 s.id.as_str(),
                 (Arc::<str>::from(s.id.as_str()), upstream, plugins),
@@ -367,8 +408,13 @@ impl Snapshot {
                 Some(u) => Some(find_upstream(u, format!("{at}.upstream"))?),
                 None => service.and_then(|s| s.1.clone()),
             };
-            let route_plugins =
-                build_plugins(&r.plugins, &format!("{at}.plugins"), registry, &env)?;
+            let route_plugins = build_plugins(
+                &r.plugins,
+                &format!("{at}.plugins"),
+                &format!("route:{}", r.id),
+                registry,
+                &env,
+            )?;
             let chain = Chain::merge(&global, service.map_or(&[][..], |s| &s.2), &route_plugins);
             let headers = r
                 .headers
@@ -418,6 +464,13 @@ impl Snapshot {
             .map(|p| p.discover());
         let _ = tokio::time::timeout(timeout, futures_util::future::join_all(pending)).await;
     }
+}
+
+/// Parses `10.0.0.0/8`, `::1/128` or a bare address (a /32 or /128 network).
+pub fn parse_ip_or_net(s: &str) -> Result<ipnet::IpNet, String> {
+    s.parse::<ipnet::IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("`{s}` is not an IP address or CIDR range"))
 }
 
 fn validate_listeners(config: &Config, base_dir: &Path) -> Result<(), ConfigError> {
@@ -470,6 +523,14 @@ fn validate_listeners(config: &Config, base_dir: &Path) -> Result<(), ConfigErro
                     .map_err(|(j, m)| ConfigError::at(format!("{at}.tls.certificates[{j}]"), m))?;
             }
             (ListenerProtocol::Http, None) => {}
+        }
+    }
+    if let Some(admin) = &config.admin {
+        if admin.api_key.is_empty() {
+            return Err(ConfigError::at("admin.api_key", "must not be empty"));
+        }
+        for (i, a) in admin.allow.iter().enumerate() {
+            parse_ip_or_net(a).map_err(|m| ConfigError::at(format!("admin.allow[{i}]"), m))?;
         }
     }
     for (key, addr) in [

@@ -115,7 +115,7 @@ fn bad_regex() {
 fn unknown_plugin() {
     refused(
         &format!("{LISTENER}routes:\n  - {{ id: a, paths: [/], plugins: {{ key-auht: {{}} }} }}\n"),
-        "routes[0].plugins.key-auht: unknown plugin \"key-auht\" (known plugins: headers, mock, proxy-rewrite)",
+        "routes[0].plugins.key-auht: unknown plugin \"key-auht\" (did you mean \"key-auth\"?)",
     );
 }
 

@@ -80,7 +80,11 @@ async fn mock_with_delay_and_body_file() {
     );
     let _gw = GatewayProcess::start(&y, port);
     let started = std::time::Instant::now();
-    let r = client().get(format!("http://127.0.0.1:{port}/users")).send().await.unwrap();
+    let r = client()
+        .get(format!("http://127.0.0.1:{port}/users"))
+        .send()
+        .await
+        .unwrap();
     assert!(started.elapsed() >= std::time::Duration::from_millis(300));
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-type"], "application/json");

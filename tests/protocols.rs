@@ -275,12 +275,19 @@ async fn upstream_tls_with_sni_custom_ca_and_verification() {
     let get = |path: &'static str| {
         let c = c.clone();
         async move {
-            let r = c.get(format!("http://127.0.0.1:{port}{path}")).send().await.unwrap();
+            let r = c
+                .get(format!("http://127.0.0.1:{port}{path}"))
+                .send()
+                .await
+                .unwrap();
             (r.status().as_u16(), r.text().await.unwrap())
         }
     };
     assert_eq!(get("/trusted").await, (200, "from-tls-backend".to_string()));
-    assert_eq!(get("/unverified").await, (200, "from-tls-backend".to_string()));
+    assert_eq!(
+        get("/unverified").await,
+        (200, "from-tls-backend".to_string())
+    );
     assert_eq!(get("/wrong-ca").await.0, 502);
     assert_eq!(get("/wrong-name").await.0, 502);
     drop(backend);

@@ -58,6 +58,9 @@ pub struct RequestContext {
     pub request_id: Option<String>,
     /// When the request arrived.
     pub started: Instant,
+    /// The id of the upstream the request goes to: the route's (or its service's), then
+    /// the one actually used once a node was picked. `None` for routes without upstream.
+    pub upstream_id: Option<Arc<str>>,
     /// The upstream id a plugin chose for this request instead of the route's own
     /// (traffic splitting, header-based routing). Set it in `request_filter` or
     /// `upstream_peer`; the id is checked against the config when the plugin is built.
@@ -82,6 +85,7 @@ impl RequestContext {
             consumer: None,
             request_id: None,
             started: Instant::now(),
+            upstream_id: None,
             upstream_override: None,
             upstream_path: None,
             state: http::Extensions::new(),

@@ -73,14 +73,20 @@ pub fn parse_config<T: DeserializeOwned>(value: &serde_json::Value) -> Result<T,
 }
 
 /// What a factory may consult while building a plugin.
+#[derive(Clone, Copy)]
 pub struct BuildEnv<'a> {
     /// Every consumer in the config, for auth plugins to index by credential.
     pub consumers: &'a [Arc<Consumer>],
     /// The ids of the upstreams in the config, for plugins that pick an upstream.
     pub upstream_ids: &'a HashSet<String>,
-    /// The directory relative paths in the config are resolved against (the config
-    /// file's directory).
+    /// The directory relative paths in the config are resolved against (the gateway's
+    /// working directory).
     pub base_dir: &'a Path,
+    /// Where the plugin is configured: `global`, `service:ID`, `route:ID`. Stable across
+    /// reloads, so a plugin can name state it keeps in [`BuildEnv::services`].
+    pub scope: &'a str,
+    /// Services that outlive the config (shared counter stores).
+    pub services: &'a crate::services::SharedServices,
 }
 
 impl BuildEnv<'_> {

@@ -72,7 +72,6 @@ pub struct PluginHarness {
 }
 
 /// Options for building a plugin in the harness: consumers, upstream ids, base directory.
-#[derive(Default)]
 pub struct HarnessEnv {
     /// Consumers the plugin can see.
     pub consumers: Vec<Arc<Consumer>>,
@@ -80,6 +79,22 @@ pub struct HarnessEnv {
     pub upstream_ids: HashSet<String>,
     /// Base directory for relative paths (default: the current directory).
     pub base_dir: PathBuf,
+    /// The scope the plugin is built in (default `route:test-route`).
+    pub scope: String,
+    /// Shared services (a fresh local store by default).
+    pub services: crate::services::SharedServices,
+}
+
+impl Default for HarnessEnv {
+    fn default() -> Self {
+        HarnessEnv {
+            consumers: Vec::new(),
+            upstream_ids: HashSet::new(),
+            base_dir: PathBuf::new(),
+            scope: "route:test-route".to_string(),
+            services: crate::services::SharedServices::new(),
+        }
+    }
 }
 
 impl PluginHarness {
@@ -111,6 +126,8 @@ impl PluginHarness {
             consumers: &env.consumers,
             upstream_ids: &env.upstream_ids,
             base_dir: &env.base_dir,
+            scope: &env.scope,
+            services: &env.services,
         };
         Ok(Self::new(factory.build(&config, &build_env)?))
     }

@@ -70,15 +70,20 @@ pub fn set_consumer(
     Ok(())
 }
 
-/// Sets `X-Forwarded-For` (appending the client), `X-Real-IP`, `X-Forwarded-Proto` and
+/// Sets `X-Forwarded-For` (appending the TCP peer, the hop this gateway saw), `X-Real-IP`
+/// (the client as established, e.g. behind trusted proxies), `X-Forwarded-Proto` and
 /// `X-Forwarded-Host`.
 pub fn set_forwarded(
     req: &mut RequestHeader,
+    peer: Option<IpAddr>,
     client: Option<IpAddr>,
     tls: bool,
     original_host: Option<&str>,
 ) -> Result<()> {
     if let Some(ip) = client {
+        req.insert_header(X_REAL_IP.clone(), ip.to_string())?;
+    }
+    if let Some(ip) = peer {
         let ip = ip.to_string();
         let mut xff = String::new();
         for prev in req.headers.get_all(&X_FORWARDED_FOR) {
@@ -91,7 +96,6 @@ pub fn set_forwarded(
         }
         xff.push_str(&ip);
         req.insert_header(X_FORWARDED_FOR.clone(), xff)?;
-        req.insert_header(X_REAL_IP.clone(), ip)?;
     }
     req.insert_header(
         X_FORWARDED_PROTO.clone(),
@@ -140,6 +144,7 @@ mod tests {
         r.insert_header("x-forwarded-for", "10.0.0.1").unwrap();
         set_forwarded(
             &mut r,
+            Some([127, 0, 0, 1].into()),
             Some([127, 0, 0, 1].into()),
             true,
             Some("api.example.com"),

@@ -79,6 +79,34 @@ async fn answer(
     respond::send(session, chain, plugin_ctx, resp).await
 }
 
+/// Runs `chain`'s request hooks; the response of the first plugin that answers, if any.
+async fn run_request_chain(
+    chain: &Chain,
+    session: &mut Session,
+    ctx: &mut RequestContext,
+) -> Result<Option<gatehouse_plugins::PluginResponse>> {
+    for p in chain.request.iter() {
+        if let Flow::Respond(resp) = p.request_filter(session.req_header_mut(), ctx).await? {
+            return Ok(Some(resp));
+        }
+    }
+    Ok(None)
+}
+
+/// Answers a request that matched no route: global plugins still run first (an auth or IP
+/// check answers before the 404 does), then `fallback` is sent.
+async fn answer_unrouted(
+    session: &mut Session,
+    ctx: &mut RequestState,
+    snapshot: &Snapshot,
+    fallback: gatehouse_plugins::PluginResponse,
+) -> Result<()> {
+    let resp = run_request_chain(&snapshot.global_chain, session, &mut ctx.plugin)
+        .await?
+        .unwrap_or(fallback);
+    answer(session, ctx, resp).await
+}
+
 fn hash_key(pool: &UpstreamPool, req: &RequestHeader, ctx: &RequestContext) -> Vec<u8> {
     match &pool.hash_on {
         HashOn::ClientIp => ctx
@@ -167,6 +195,7 @@ impl ProxyHttp for GatewayProxy {
                 ctx.route = Some(found.route);
                 ctx.plugin.route_id = Some(route.id.clone());
                 ctx.plugin.service_id = route.service_id.clone();
+                ctx.plugin.upstream_id = route.upstream.as_ref().map(|u| u.id.clone());
                 ctx.plugin.path_params = found.params;
                 let query = req.uri.query();
                 let upstream_path = if route.strip_prefix {
@@ -199,17 +228,13 @@ impl ProxyHttp for GatewayProxy {
                 let resp = respond::error(405, "method not allowed")
                     .try_with_header("allow", &allow.join(", "))
                     .unwrap_or_else(|_| respond::error(405, "method not allowed"));
-                answer(session, ctx, resp).await?;
+                answer_unrouted(session, ctx, &snapshot, resp).await?;
                 return Ok(true);
             }
             Lookup::NotFound => {
                 ctx.plugin.path = path.into_owned();
-                answer(
-                    session,
-                    ctx,
-                    respond::error(404, "no route matches the request"),
-                )
-                .await?;
+                let resp = respond::error(404, "no route matches the request");
+                answer_unrouted(session, ctx, &snapshot, resp).await?;
                 return Ok(true);
             }
         }
@@ -218,14 +243,9 @@ impl ProxyHttp for GatewayProxy {
             return Ok(false);
         };
         let route = &snapshot.routes[route_idx];
-        for p in route.chain.request.iter() {
-            if let Flow::Respond(resp) = p
-                .request_filter(session.req_header_mut(), &mut ctx.plugin)
-                .await?
-            {
-                answer(session, ctx, resp).await?;
-                return Ok(true);
-            }
+        if let Some(resp) = run_request_chain(&route.chain, session, &mut ctx.plugin).await? {
+            answer(session, ctx, resp).await?;
+            return Ok(true);
         }
         if route.upstream.is_none() && ctx.plugin.upstream_override.is_none() {
             answer(
@@ -256,6 +276,8 @@ impl ProxyHttp for GatewayProxy {
                 .await?
             {
                 let status = resp.status;
+                // The rest of the upload is not read: the connection cannot be reused.
+                session.set_keepalive(None);
                 answer(session, ctx, resp).await?;
                 return Error::e_explain(ErrorType::HTTPStatus(status), "answered by a plugin");
             }
@@ -310,6 +332,7 @@ impl ProxyHttp for GatewayProxy {
             ctx.tried.push(*a);
         }
         ctx.inflight = Some(InflightGuard::new(picked.node));
+        ctx.plugin.upstream_id = Some(pool.id.clone());
         ctx.pool = Some(pool);
         Ok(peer)
     }
@@ -354,6 +377,7 @@ impl ProxyHttp for GatewayProxy {
         }
         forward::set_forwarded(
             upstream_request,
+            ctx.plugin.client_addr.map(|a| a.ip()),
             ctx.plugin.client_ip,
             ctx.plugin.tls,
             client_host,
@@ -442,6 +466,9 @@ impl ProxyHttp for GatewayProxy {
             }
         }
         if status > 0 && session.response_written().is_none() {
+            // The connection is not reused after a failure: say so, so that a client does not
+            // send its next request into a closing connection.
+            session.set_keepalive(None);
             let resp = respond::error(status, message);
             if let Err(err) = answer(session, ctx, resp).await {
                 log::debug!("could not send the error response: {err}");

@@ -18,12 +18,16 @@ pub async fn send(
     for (n, v) in resp.headers {
         header.append_header(n, v)?;
     }
-    header.insert_header(CONTENT_LENGTH, resp.body.len())?;
+    // RFC 9110 §8.6: no Content-Length on 1xx and 204; a 304 describes a body it does not carry.
+    let bodiless = resp.status < 200 || resp.status == 204 || resp.status == 304;
+    if !bodiless {
+        header.insert_header(CONTENT_LENGTH, resp.body.len())?;
+    }
     for p in chain.response.iter() {
         p.response_filter(&mut header, ctx).await?;
     }
     let head_only = session.req_header().method == http::Method::HEAD;
-    let has_body = !resp.body.is_empty() && !head_only;
+    let has_body = !resp.body.is_empty() && !head_only && !bodiless;
     session
         .write_response_header(Box::new(header), !has_body)
         .await?;

@@ -48,6 +48,16 @@ impl GatewayProcess {
     /// Starts a gateway on `yaml` (a config without a `server:` section; one with a private
     /// pid file and upgrade socket is added) and waits until `port` accepts connections.
     pub fn start(yaml: &str, port: u16) -> GatewayProcess {
+        Self::start_with_args(yaml, port, &[])
+    }
+
+    /// The `server:` section the helper prepends for this process (pid file, upgrade socket).
+    pub fn server_section(&self) -> String {
+        server_section(self.dir.path())
+    }
+
+    /// Like [`GatewayProcess::start`], with extra command-line arguments.
+    pub fn start_with_args(yaml: &str, port: u16, args: &[&str]) -> GatewayProcess {
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path = dir.path().join("gatehouse.yaml");
         let full = format!("{}{}", server_section(dir.path()), yaml);
@@ -55,6 +65,7 @@ impl GatewayProcess {
         let log_path = dir.path().join("gatehouse.log");
         let log = std::fs::File::create(&log_path).expect("log file");
         let mut child = Command::new(binary())
+            .args(args)
             .arg("-c")
             .arg(&config_path)
             .env("RUST_LOG", "info")
@@ -77,6 +88,17 @@ impl GatewayProcess {
             let _ = f.read_to_string(&mut s);
         }
         s
+    }
+
+    /// Replaces the config file with `yaml` (a `server:` section is prepended as at start).
+    pub fn write_config(&self, yaml: &str) {
+        let full = format!("{}{}", server_section(self.dir.path()), yaml);
+        std::fs::write(&self.config_path, full).expect("write config");
+    }
+
+    /// Takes the running child out (for tests that hand the process over, e.g. upgrades).
+    pub fn take_child(&mut self) -> Option<Child> {
+        self.child.take()
     }
 
     /// The process id.

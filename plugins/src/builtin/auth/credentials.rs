@@ -15,6 +15,17 @@ use std::sync::Arc;
 /// The realm named in `WWW-Authenticate` challenges unless a plugin lets users choose one.
 pub(crate) const REALM: &str = "gatehouse";
 
+/// Marks a request that an auth plugin authenticated without identifying a consumer (a
+/// `jwt-auth` token from a JWKS that names no consumer), so that later auth plugins step
+/// aside as they do when [`RequestContext::consumer`] is set.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Authenticated;
+
+/// Whether an auth plugin earlier in the chain already authenticated the request.
+pub(crate) fn already_authenticated(ctx: &RequestContext) -> bool {
+    ctx.consumer.is_some() || ctx.state::<Authenticated>().is_some()
+}
+
 /// Every consumer holding a credential for `plugin`, with the credential parsed into `T`.
 ///
 /// A credential that does not parse is a config error naming the consumer, e.g.
@@ -28,7 +39,8 @@ pub(crate) fn consumer_credentials<T: DeserializeOwned>(
         let Some(value) = consumer.credential(plugin) else {
             continue;
         };
-        let parsed = parse_config::<T>(value).map_err(|e| credential_error(&consumer.id, plugin, &e))?;
+        let parsed =
+            parse_config::<T>(value).map_err(|e| credential_error(&consumer.id, plugin, &e))?;
         out.push((consumer.clone(), parsed));
     }
     Ok(out)
@@ -37,8 +49,12 @@ pub(crate) fn consumer_credentials<T: DeserializeOwned>(
 fn credential_error(consumer: &str, plugin: &str, e: &ConfigError) -> ConfigError {
     let message = match e.message.strip_prefix("missing field ") {
         Some(field) => format!("consumer \"{consumer}\": {plugin} credential needs {field}"),
-        None if e.path.is_empty() => {
-            format!("consumer \"{consumer}\": {plugin} credential: {}", e.message)
+        // An unknown field's message names it already.
+        None if e.path.is_empty() || e.message.starts_with("unknown field") => {
+            format!(
+                "consumer \"{consumer}\": {plugin} credential: {}",
+                e.message
+            )
         }
         None => format!(
             "consumer \"{consumer}\": {plugin} credential `{}`: {}",
@@ -50,7 +66,9 @@ fn credential_error(consumer: &str, plugin: &str, e: &ConfigError) -> ConfigErro
 
 /// A config error about one consumer's credential.
 pub(crate) fn bad_credential(consumer: &str, plugin: &str, message: &str) -> ConfigError {
-    ConfigError::whole(format!("consumer \"{consumer}\": {plugin} credential {message}"))
+    ConfigError::whole(format!(
+        "consumer \"{consumer}\": {plugin} credential {message}"
+    ))
 }
 
 /// A 401 with the gateway's JSON error body and the `WWW-Authenticate` challenge.
@@ -64,18 +82,20 @@ pub(crate) fn challenge(value: &str, key: &str) -> Result<HeaderValue, ConfigErr
         .map_err(|_| ConfigError::at(key, "must not contain control characters"))
 }
 
-/// The value of `name` in the query string `query` (the part after `?`), percent-decoded
-/// (`+` is a space, as in HTML forms). The first occurrence wins; `None` when the parameter
-/// is absent or its value is not valid UTF-8 once decoded.
+/// The raw (still percent-encoded) value of the first query parameter named `name` in the
+/// query string `query` (the part after `?`); parameter names are compared decoded.
+pub(crate) fn raw_query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        percent_decode(k).is_some_and(|k| k == name).then_some(v)
+    })
+}
+
+/// The value of `name` in the query string `query`, percent-decoded (`+` is a space, as in
+/// HTML forms). The first occurrence wins; `None` when the parameter is absent or its value
+/// is not valid UTF-8 once decoded.
 pub(crate) fn query_param<'a>(query: &'a str, name: &str) -> Option<Cow<'a, str>> {
-    query
-        .split('&')
-        .filter_map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (percent_decode(k)?.as_ref() == name).then_some(v)
-        })
-        .next()
-        .and_then(percent_decode)
+    raw_query_param(query, name).and_then(percent_decode)
 }
 
 /// `path_and_query` without every `name=...` query parameter; `None` when it had none. The
@@ -114,7 +134,11 @@ pub(crate) fn hide_query_param(
     ctx: &mut RequestContext,
     name: &str,
 ) -> Result<()> {
-    let original = req.uri.path_and_query().map(|pq| pq.as_str()).unwrap_or("/");
+    let original = req
+        .uri
+        .path_and_query()
+        .map(|pq| pq.as_str())
+        .unwrap_or("/");
     let Some(cleaned) = without_query_param(original, name) else {
         return Ok(());
     };
@@ -142,15 +166,13 @@ pub(crate) fn percent_decode(s: &str) -> Option<Cow<'_, str>> {
     while i < bytes.len() {
         match bytes[i] {
             b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                    (Some(h), Some(l)) => {
-                        out.push(h << 4 | l);
-                        i += 2;
-                    }
-                    _ => out.push(b'%'),
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h << 4 | l);
+                    i += 2;
                 }
-            }
+                _ => out.push(b'%'),
+            },
             b => out.push(b),
         }
         i += 1;
@@ -186,7 +208,12 @@ pub(crate) fn remove_cookie(req: &mut RequestHeader, name: &str) -> Result<()> {
         return Ok(());
     }
     let mut kept: Vec<&str> = Vec::new();
-    for v in req.headers.get_all(COOKIE).iter().filter_map(|v| v.to_str().ok()) {
+    for v in req
+        .headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+    {
         for kv in v.split(';').map(str::trim).filter(|kv| !kv.is_empty()) {
             if kv.split_once('=').map_or(kv, |(k, _)| k) != name {
                 kept.push(kv);
@@ -215,7 +242,10 @@ mod tests {
 
     #[test]
     fn query_params_decode_and_remove() {
-        assert_eq!(query_param("a=1&apikey=k%2By+z", "apikey").as_deref(), Some("k+y z"));
+        assert_eq!(
+            query_param("a=1&apikey=k%2By+z", "apikey").as_deref(),
+            Some("k+y z")
+        );
         assert_eq!(query_param("a=1&apikey=", "apikey").as_deref(), Some(""));
         assert_eq!(query_param("a=1", "apikey"), None);
         assert_eq!(query_param("api%6Bey=x", "apikey").as_deref(), Some("x"));
@@ -223,7 +253,10 @@ mod tests {
             without_query_param("/p?a=1&apikey=k&b=2&apikey=j", "apikey").as_deref(),
             Some("/p?a=1&b=2")
         );
-        assert_eq!(without_query_param("/p?apikey=k", "apikey").as_deref(), Some("/p"));
+        assert_eq!(
+            without_query_param("/p?apikey=k", "apikey").as_deref(),
+            Some("/p")
+        );
         assert_eq!(without_query_param("/p?a=1", "apikey"), None);
         assert_eq!(without_query_param("/p", "apikey"), None);
     }

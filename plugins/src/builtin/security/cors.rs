@@ -211,7 +211,9 @@ fn check_origin(o: &str) -> Result<(), String> {
         ));
     }
     if rest.contains(|c: char| c.is_whitespace() || c.is_control()) {
-        return Err(format!("`{o}` is not an origin: it contains whitespace"));
+        return Err(format!(
+            "`{o}` is not an origin: it contains whitespace (write several origins as a list)"
+        ));
     }
     Ok(())
 }
@@ -237,7 +239,8 @@ impl Cors {
             }
             if let Some(re) = o.strip_prefix('~') {
                 let anchored = format!("^(?:{re})$");
-                regex::Regex::new(&anchored).map_err(|e| ConfigError::at(&path, regex_error(&e)))?;
+                regex::Regex::new(&anchored)
+                    .map_err(|e| ConfigError::at(&path, regex_error(&e)))?;
                 patterns.push(anchored);
             } else {
                 check_origin(o).map_err(|m| ConfigError::at(&path, m))?;
@@ -264,7 +267,10 @@ impl Cors {
             for (i, m) in c.allow_methods.0.iter().enumerate() {
                 let m = m.trim().to_ascii_uppercase();
                 Method::from_bytes(m.as_bytes()).map_err(|_| {
-                    ConfigError::at(format!("allow_methods[{i}]"), format!("`{m}` is not an HTTP method"))
+                    ConfigError::at(
+                        format!("allow_methods[{i}]"),
+                        format!("`{m}` is not an HTTP method"),
+                    )
                 })?;
                 list.push(m);
             }
@@ -304,7 +310,10 @@ impl Cors {
                 if d.subsec_nanos() != 0 {
                     return Err(ConfigError::at(
                         "max_age",
-                        format!("must be whole seconds (e.g. `10m`, `1h`), not {}", Duration(d)),
+                        format!(
+                            "must be whole seconds (e.g. `10m`, `1h`), not {}",
+                            Duration(d)
+                        ),
                     ));
                 }
                 Some(HeaderValue::from(d.as_secs()))
@@ -562,7 +571,10 @@ mod tests {
             let r = respond(&mut h, &mut preflight(origin)).await;
             assert_eq!(r.status, 204, "{origin}");
             assert_eq!(r.header("access-control-allow-origin").unwrap(), origin);
-            assert_eq!(r.header("access-control-allow-methods").unwrap(), "GET, POST");
+            assert_eq!(
+                r.header("access-control-allow-methods").unwrap(),
+                "GET, POST"
+            );
             assert_eq!(r.header("access-control-allow-headers").unwrap(), "X-Token");
             assert_eq!(r.header("access-control-max-age").unwrap(), "3600");
             assert_eq!(r.header("vary").unwrap(), "Origin");
@@ -605,8 +617,14 @@ mod tests {
         let cfg = json!({"allow_credentials": true, "allow_methods": "*"});
         let mut h = build(cfg.clone());
         let r = respond(&mut h, &mut preflight("https://a.test")).await;
-        assert_eq!(r.header("access-control-allow-origin").unwrap(), "https://a.test");
-        assert_eq!(r.header("access-control-allow-credentials").unwrap(), "true");
+        assert_eq!(
+            r.header("access-control-allow-origin").unwrap(),
+            "https://a.test"
+        );
+        assert_eq!(
+            r.header("access-control-allow-credentials").unwrap(),
+            "true"
+        );
         assert_eq!(r.header("access-control-allow-methods").unwrap(), "PUT");
         assert_eq!(
             r.header("vary").unwrap(),
@@ -615,7 +633,10 @@ mod tests {
 
         let mut h = build(cfg);
         let resp = actual(&mut h, Some("https://b.test")).await;
-        assert_eq!(get(&resp, "access-control-allow-origin"), Some("https://b.test"));
+        assert_eq!(
+            get(&resp, "access-control-allow-origin"),
+            Some("https://b.test")
+        );
         assert_eq!(get(&resp, "access-control-allow-credentials"), Some("true"));
         assert_eq!(get(&resp, "vary"), Some("Origin"));
     }
@@ -623,13 +644,21 @@ mod tests {
     #[tokio::test]
     async fn response_headers_are_not_duplicated_and_upstream_cors_is_replaced() {
         let mut h = build(json!({"allow_origins": ["https://a.test"]}));
-        let mut req = request("GET", "/").header("origin", "https://a.test").build();
+        let mut req = request("GET", "/")
+            .header("origin", "https://a.test")
+            .build();
         assert!(matches!(h.request(&mut req).await.unwrap(), Flow::Continue));
         let mut resp = ResponseHeader::build(200, None).unwrap();
-        resp.append_header("access-control-allow-origin", "*").unwrap();
-        resp.append_header("vary", "accept-encoding, origin").unwrap();
+        resp.append_header("access-control-allow-origin", "*")
+            .unwrap();
+        resp.append_header("vary", "accept-encoding, origin")
+            .unwrap();
         h.response(&mut resp).await.unwrap();
-        let acao: Vec<_> = resp.headers.get_all("access-control-allow-origin").iter().collect();
+        let acao: Vec<_> = resp
+            .headers
+            .get_all("access-control-allow-origin")
+            .iter()
+            .collect();
         assert_eq!(acao, ["https://a.test"]);
         assert_eq!(resp.headers.get_all("vary").iter().count(), 1);
 
@@ -638,7 +667,8 @@ mod tests {
         let mut req = request("GET", "/").build();
         assert!(matches!(h.request(&mut req).await.unwrap(), Flow::Continue));
         let mut resp = ResponseHeader::build(200, None).unwrap();
-        resp.append_header("access-control-allow-origin", "*").unwrap();
+        resp.append_header("access-control-allow-origin", "*")
+            .unwrap();
         h.response(&mut resp).await.unwrap();
         assert!(get(&resp, "access-control-allow-origin").is_none());
         assert_eq!(get(&resp, "vary"), Some("Origin"));
@@ -647,7 +677,9 @@ mod tests {
     #[tokio::test]
     async fn plain_options_is_not_a_preflight() {
         let mut h = build(json!({"allow_origins": ["https://a.test"]}));
-        let mut req = request("OPTIONS", "/").header("origin", "https://a.test").build();
+        let mut req = request("OPTIONS", "/")
+            .header("origin", "https://a.test")
+            .build();
         assert!(matches!(h.request(&mut req).await.unwrap(), Flow::Continue));
         let mut req = request("OPTIONS", "/")
             .header("access-control-request-method", "GET")
@@ -664,25 +696,71 @@ mod tests {
             resp.append_header(n, v).unwrap();
         }
         h.response(&mut resp).await.unwrap();
-        assert_eq!(resp.headers.get_all("access-control-allow-origin").iter().count(), 1);
+        assert_eq!(
+            resp.headers
+                .get_all("access-control-allow-origin")
+                .iter()
+                .count(),
+            1
+        );
         assert_eq!(resp.headers.get_all("vary").iter().count(), 1);
     }
 
     #[test]
     fn bad_configs_name_the_key() {
         let cases = [
-            (json!({"allow_origins": ["https://a.test/"]}), "allow_origins[0]", "no path"),
-            (json!({"allow_origins": ["https://a.test", "a.test"]}), "allow_origins[1]", "not an origin"),
-            (json!({"allow_origins": ["~(unclosed"]}), "allow_origins[0]", "invalid regex"),
-            (json!({"allow_origins": ["*", "https://a.test"]}), "allow_origins", "cannot be combined"),
-            (json!({"allow_origins": []}), "allow_origins", "must not be empty"),
-            (json!({"allow_methods": ["GET", "BAD METHOD"]}), "allow_methods[1]", "not an HTTP method"),
-            (json!({"allow_headers": ["ok", "bad header"]}), "allow_headers[1]", "not a header name"),
-            (json!({"expose_headers": "*", "allow_credentials": true}), "expose_headers", "list the headers"),
+            (
+                json!({"allow_origins": ["https://a.test/"]}),
+                "allow_origins[0]",
+                "no path",
+            ),
+            (
+                json!({"allow_origins": ["https://a.test", "a.test"]}),
+                "allow_origins[1]",
+                "not an origin",
+            ),
+            (
+                json!({"allow_origins": ["~(unclosed"]}),
+                "allow_origins[0]",
+                "invalid regex",
+            ),
+            (
+                json!({"allow_origins": ["*", "https://a.test"]}),
+                "allow_origins",
+                "cannot be combined",
+            ),
+            (
+                json!({"allow_origins": []}),
+                "allow_origins",
+                "must not be empty",
+            ),
+            (
+                json!({"allow_methods": ["GET", "BAD METHOD"]}),
+                "allow_methods[1]",
+                "not an HTTP method",
+            ),
+            (
+                json!({"allow_headers": ["ok", "bad header"]}),
+                "allow_headers[1]",
+                "not a header name",
+            ),
+            (
+                json!({"expose_headers": "*", "allow_credentials": true}),
+                "expose_headers",
+                "list the headers",
+            ),
             (json!({"max_age": "1500ms"}), "max_age", "whole seconds"),
             (json!({"max_age": 60}), "max_age", "ambiguous"),
-            (json!({"allow_origins": 5}), "allow_origins", "a string or a list"),
-            (json!({"origins": ["*"]}), "", "unknown field `origins`"),
+            (
+                json!({"allow_origins": 5}),
+                "allow_origins",
+                "a string or a list",
+            ),
+            (
+                json!({"origins": ["*"]}),
+                "origins",
+                "unknown field `origins`",
+            ),
         ];
         for (cfg, path, msg) in cases {
             let e = err(cfg.clone());

@@ -134,9 +134,11 @@ static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// The factory for `ip-restriction`.
 pub fn factory() -> impl crate::PluginFactory {
-    TypedFactory::new("ip-restriction", PRIORITY, |c: IpRestrictionConfig, _env| {
-        IpRestriction::new(&c)
-    })
+    TypedFactory::new(
+        "ip-restriction",
+        PRIORITY,
+        |c: IpRestrictionConfig, _env| IpRestriction::new(&c),
+    )
 }
 
 /// One `X-Forwarded-For` element as an address: `1.2.3.4`, `2001:db8::1`, or with a port as
@@ -217,7 +219,11 @@ impl Plugin for IpRestriction {
         Phases::REQUEST
     }
 
-    async fn request_filter(&self, req: &mut RequestHeader, ctx: &mut RequestContext) -> Result<Flow> {
+    async fn request_filter(
+        &self,
+        req: &mut RequestHeader,
+        ctx: &mut RequestContext,
+    ) -> Result<Flow> {
         let peer = ctx.client_ip.or_else(|| ctx.client_addr.map(|a| a.ip()));
         let Some(peer) = peer else {
             // No IP (e.g. a Unix socket): only an allow list can decide, and it cannot match.
@@ -316,15 +322,26 @@ mod tests {
     #[test]
     fn bad_entries_name_their_index() {
         for (cfg, path) in [
-            (json!({"allow": ["10.0.0.1", "10.0.0.0/8", "nope"]}), "allow[2]"),
+            (
+                json!({"allow": ["10.0.0.1", "10.0.0.0/8", "nope"]}),
+                "allow[2]",
+            ),
             (json!({"deny": ["10.0.0.0/33"]}), "deny[0]"),
-            (json!({"trusted_proxies": ["::1", "1.2.3"]}), "trusted_proxies[1]"),
+            (
+                json!({"trusted_proxies": ["::1", "1.2.3"]}),
+                "trusted_proxies[1]",
+            ),
         ] {
             let err = PluginHarness::from_config(&factory(), cfg).err().unwrap();
             assert_eq!(err.path, path);
-            assert!(err.message.contains("not an IP address or CIDR block"), "{err}");
+            assert!(
+                err.message.contains("not an IP address or CIDR block"),
+                "{err}"
+            );
         }
-        let err = PluginHarness::from_config(&factory(), json!({})).err().unwrap();
+        let err = PluginHarness::from_config(&factory(), json!({}))
+            .err()
+            .unwrap();
         assert!(err.message.contains("at least one of"), "{err}");
         let err = PluginHarness::from_config(&factory(), json!({"allowed": ["1.1.1.1"]}))
             .err()
@@ -357,15 +374,24 @@ mod tests {
 
     #[tokio::test]
     async fn forwarded_for_is_believed_only_from_trusted_proxies() {
-        let cfg = json!({"deny": ["203.0.113.0/24"], "trusted_proxies": ["127.0.0.1", "10.0.0.0/8"]});
+        let cfg =
+            json!({"deny": ["203.0.113.0/24"], "trusted_proxies": ["127.0.0.1", "10.0.0.0/8"]});
         let cases: &[(&str, &[&str], &str)] = &[
             // Untrusted peer: its XFF is ignored.
             ("192.0.2.1", &["198.51.100.1"], "192.0.2.1"),
             // Trusted peer: the rightmost untrusted hop.
             ("127.0.0.1", &["203.0.113.9"], "203.0.113.9"),
-            ("127.0.0.1", &["1.1.1.1, 203.0.113.9, 10.0.0.2"], "203.0.113.9"),
+            (
+                "127.0.0.1",
+                &["1.1.1.1, 203.0.113.9, 10.0.0.2"],
+                "203.0.113.9",
+            ),
             // Several header lines read as one list.
-            ("127.0.0.1", &["1.1.1.1, 203.0.113.9", "10.0.0.2"], "203.0.113.9"),
+            (
+                "127.0.0.1",
+                &["1.1.1.1, 203.0.113.9", "10.0.0.2"],
+                "203.0.113.9",
+            ),
             // Only trusted hops: the leftmost one.
             ("127.0.0.1", &["10.0.0.3, 10.0.0.2"], "10.0.0.3"),
             // Garbage stops the walk at the last trusted hop.

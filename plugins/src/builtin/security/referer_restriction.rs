@@ -89,7 +89,11 @@ impl Hosts {
 /// `None` when the value is not an absolute URL with a host.
 pub fn referer_host(referer: &str) -> Option<&str> {
     let (scheme, rest) = referer.split_once("://")?;
-    if scheme.is_empty() || !scheme.bytes().all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b)) {
+    if scheme.is_empty()
+        || !scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
+    {
         return None;
     }
     let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
@@ -238,8 +242,14 @@ mod tests {
         assert_eq!(status(&cfg, Some("https://example.org/")).await, 403);
         assert_eq!(status(&cfg, Some("https://badexample.org/")).await, 403);
         assert_eq!(status(&cfg, Some("https://www.example.com/")).await, 403);
-        assert_eq!(status(&cfg, Some("https://example.com.evil.test/")).await, 403);
-        assert_eq!(status(&cfg, Some("https://evil.test/?example.com")).await, 403);
+        assert_eq!(
+            status(&cfg, Some("https://example.com.evil.test/")).await,
+            403
+        );
+        assert_eq!(
+            status(&cfg, Some("https://evil.test/?example.com")).await,
+            403
+        );
         // Garbage never passes an allow list; a missing referer is refused by default.
         assert_eq!(status(&cfg, Some("not a url")).await, 403);
         assert_eq!(status(&cfg, None).await, 403);
@@ -264,14 +274,28 @@ mod tests {
     #[test]
     fn bad_configs() {
         for (cfg, path, msg) in [
-            (json!({"allow": ["ok.test", "https://example.com"]}), "allow[1]", "not a host name"),
+            (
+                json!({"allow": ["ok.test", "https://example.com"]}),
+                "allow[1]",
+                "not a host name",
+            ),
             (json!({"deny": ["*"]}), "deny[0]", "not a host name"),
             (json!({"deny": ["a.*.test"]}), "deny[0]", "not a host name"),
-            (json!({"allow": ["example.com:80"]}), "allow[0]", "not a host name"),
+            (
+                json!({"allow": ["example.com:80"]}),
+                "allow[0]",
+                "not a host name",
+            ),
             (json!({}), "", "set `allow`, `deny` or both"),
-            (json!({"whitelist": ["a.test"]}), "", "unknown field `whitelist`"),
+            (
+                json!({"whitelist": ["a.test"]}),
+                "whitelist",
+                "unknown field `whitelist`",
+            ),
         ] {
-            let e = PluginHarness::from_config(&factory(), cfg.clone()).err().unwrap();
+            let e = PluginHarness::from_config(&factory(), cfg.clone())
+                .err()
+                .unwrap();
             assert_eq!(e.path, path, "{cfg}");
             assert!(e.message.contains(msg), "{cfg}: {e}");
         }

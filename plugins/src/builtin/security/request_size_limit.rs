@@ -80,10 +80,7 @@ impl RequestSizeLimit {
         Ok(RequestSizeLimit {
             max_body,
             max_header_bytes: c.max_header_bytes.map(ByteSize::bytes),
-            too_large: PluginResponse::error(
-                413,
-                &format!("request body larger than {}", c.max_body),
-            ),
+            too_large: super::body_too_large(c.max_body),
             headers_too_large: PluginResponse::error(431, "request headers too large"),
         })
     }
@@ -174,7 +171,9 @@ mod tests {
     #[tokio::test]
     async fn declared_length_over_the_limit_is_refused_before_the_body() {
         let mut h = PluginHarness::from_config(&factory(), json!({"max_body": "1KiB"})).unwrap();
-        let mut req = request("POST", "/").header("content-length", "1025").build();
+        let mut req = request("POST", "/")
+            .header("content-length", "1025")
+            .build();
         let Flow::Respond(r) = h.request(&mut req).await.unwrap() else {
             panic!("expected 413")
         };
@@ -183,7 +182,9 @@ mod tests {
         assert_eq!(v["error"], "request body larger than 1KiB");
 
         let mut h = PluginHarness::from_config(&factory(), json!({"max_body": "1KiB"})).unwrap();
-        let mut req = request("POST", "/").header("content-length", "1024").build();
+        let mut req = request("POST", "/")
+            .header("content-length", "1024")
+            .build();
         assert_eq!(status(h.request(&mut req).await.unwrap()), 0);
         // Within a declared length the body is not counted.
         let mut chunk = Some(Bytes::from(vec![b'a'; 1024]));
@@ -197,7 +198,10 @@ mod tests {
             .build();
         assert_eq!(status(h.request(&mut req).await.unwrap()), 0);
         let mut chunk = Some(Bytes::from(vec![b'a'; 1025]));
-        assert_eq!(status(h.request_body(&mut chunk, false).await.unwrap()), 413);
+        assert_eq!(
+            status(h.request_body(&mut chunk, false).await.unwrap()),
+            413
+        );
     }
 
     #[tokio::test]
@@ -212,7 +216,10 @@ mod tests {
         let mut chunk = Some(Bytes::from_static(b"67890"));
         assert_eq!(status(h.request_body(&mut chunk, false).await.unwrap()), 0);
         let mut chunk = Some(Bytes::from_static(b"x"));
-        assert_eq!(status(h.request_body(&mut chunk, false).await.unwrap()), 413);
+        assert_eq!(
+            status(h.request_body(&mut chunk, false).await.unwrap()),
+            413
+        );
 
         let mut h = PluginHarness::from_config(&factory(), json!({"max_body": 10})).unwrap();
         let mut req = request("POST", "/").build();
@@ -248,7 +255,9 @@ mod tests {
 
     #[test]
     fn bad_configs() {
-        let e = PluginHarness::from_config(&factory(), json!({})).err().unwrap();
+        let e = PluginHarness::from_config(&factory(), json!({}))
+            .err()
+            .unwrap();
         assert!(e.message.contains("missing field `max_body`"), "{e}");
         let e = PluginHarness::from_config(&factory(), json!({"max_body": "1 parsec"}))
             .err()

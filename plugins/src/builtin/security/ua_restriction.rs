@@ -40,9 +40,11 @@ pub const PRIORITY: i32 = 2999;
 
 /// The factory for `ua-restriction`.
 pub fn factory() -> impl crate::PluginFactory {
-    TypedFactory::new("ua-restriction", PRIORITY, |c: UaRestrictionConfig, _env| {
-        UaRestriction::new(&c)
-    })
+    TypedFactory::new(
+        "ua-restriction",
+        PRIORITY,
+        |c: UaRestrictionConfig, _env| UaRestriction::new(&c),
+    )
 }
 
 /// Compiles a list of regexes into one set; errors name the entry as `key[i]`.
@@ -57,7 +59,8 @@ fn regex_set(list: &[String], key: &str) -> Result<Option<RegexSet>, ConfigError
                 "an empty regex matches every value",
             ));
         }
-        regex::bytes::Regex::new(re).map_err(|e| ConfigError::at(format!("{key}[{i}]"), regex_error(&e)))?;
+        regex::bytes::Regex::new(re)
+            .map_err(|e| ConfigError::at(format!("{key}[{i}]"), regex_error(&e)))?;
     }
     RegexSet::new(list)
         .map(Some)
@@ -178,9 +181,15 @@ mod tests {
             (json!({"deny": ["ok", "(open"]}), "deny[1]", "invalid regex"),
             (json!({"allow": [""]}), "allow[0]", "empty regex"),
             (json!({}), "", "set `allow`, `deny` or both"),
-            (json!({"deny": ["x"], "bypass": true}), "", "unknown field `bypass`"),
+            (
+                json!({"deny": ["x"], "bypass": true}),
+                "bypass",
+                "unknown field `bypass`",
+            ),
         ] {
-            let e = PluginHarness::from_config(&factory(), cfg.clone()).err().unwrap();
+            let e = PluginHarness::from_config(&factory(), cfg.clone())
+                .err()
+                .unwrap();
             assert_eq!(e.path, path, "{cfg}");
             assert!(e.message.contains(msg), "{cfg}: {e}");
         }

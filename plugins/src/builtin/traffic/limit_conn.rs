@@ -3,10 +3,10 @@
 
 use super::limit_key::{KeyConfig, LimitKey};
 use crate::context::RequestContext;
-use crate::factory::{ConfigError, TypedFactory};
+use crate::factory::{BuildEnv, ConfigError, TypedFactory};
 use crate::plugin::{Flow, Phases, Plugin};
 use crate::response::PluginResponse;
-use crate::store::{LocalStore, RateLimitStore};
+use crate::store::RateLimitStore;
 use async_trait::async_trait;
 use http::header::{HeaderValue, RETRY_AFTER};
 use pingora_error::Result;
@@ -47,14 +47,15 @@ pub const PRIORITY: i32 = 1003;
 
 /// The factory for `limit-conn`.
 pub fn factory() -> impl crate::PluginFactory {
-    TypedFactory::new("limit-conn", PRIORITY, |c: LimitConnConfig, _env| {
-        LimitConn::new(c)
+    TypedFactory::new("limit-conn", PRIORITY, |c: LimitConnConfig, env| {
+        LimitConn::new(c, env)
     })
 }
 
 impl LimitConn {
-    /// Builds the plugin from its config, with a new [`LocalStore`].
-    pub fn new(c: LimitConnConfig) -> Result<Self, ConfigError> {
+    /// Builds the plugin from its config; slots are held in the gateway's shared local
+    /// store, so requests in flight across a config reload still release theirs.
+    pub fn new(c: LimitConnConfig, env: &BuildEnv<'_>) -> Result<Self, ConfigError> {
         if c.max == 0 {
             return Err(ConfigError::at("max", "must be at least 1"));
         }
@@ -66,9 +67,10 @@ impl LimitConn {
         }
         Ok(Self::with_store(
             c.max,
-            LimitKey::compile(&c.key, "key")?,
+            LimitKey::compile(&c.key, "key")?
+                .with_prefix(format!("limit-conn\n{}\n{}\n", env.scope, c.max)),
             c.status,
-            Arc::new(LocalStore::new()),
+            env.services.local_store.clone(),
         ))
     }
 
@@ -188,6 +190,8 @@ mod tests {
     use crate::testkit::{request, PluginHarness};
     use serde_json::json;
 
+    use crate::store::LocalStore;
+
     fn plugin_with_store(max: u64, status: u16) -> (Arc<dyn Plugin>, Arc<LocalStore>) {
         let store = Arc::new(LocalStore::new());
         let key = LimitKey::compile(&KeyConfig::default(), "key").unwrap();
@@ -222,7 +226,7 @@ mod tests {
         );
         // The refused request holds nothing: its logging releases nothing.
         c.logging(&request("GET", "/").build(), 503).await;
-        assert_eq!(store.acquire_now("ip=127.0.0.1", 2).admitted, false);
+        assert!(!store.acquire_now("ip=127.0.0.1", 2).admitted);
 
         a.logging(&request("GET", "/").build(), 200).await;
         // Logging twice (or a later drop) does not give back a second slot.
@@ -272,7 +276,10 @@ mod tests {
                 .expect("refused")
         };
         let e = err(json!({"max": 0}));
-        assert_eq!((e.path.as_str(), e.message.as_str()), ("max", "must be at least 1"));
+        assert_eq!(
+            (e.path.as_str(), e.message.as_str()),
+            ("max", "must be at least 1")
+        );
         let e = err(json!({"max": 1, "status": 500}));
         assert_eq!(e.path, "status");
         assert_eq!(e.message, "500 is not allowed; expected 429 or 503");

@@ -69,6 +69,7 @@ enum Part {
 /// A compiled `key`: writes a request's budget key.
 #[derive(Debug, Clone)]
 pub struct LimitKey {
+    prefix: String,
     parts: Box<[Part]>,
 }
 
@@ -97,9 +98,11 @@ impl LimitKey {
                 "ip" => Part::Ip,
                 "route" => Part::Route,
                 other => match other.strip_prefix("header:") {
-                    Some(h) => Part::Header(HeaderName::from_bytes(h.trim().as_bytes()).map_err(
-                        |_| ConfigError::at(&at, format!("`{h}` is not a valid header name")),
-                    )?),
+                    Some(h) => {
+                        Part::Header(HeaderName::from_bytes(h.trim().as_bytes()).map_err(|_| {
+                            ConfigError::at(&at, format!("`{h}` is not a valid header name"))
+                        })?)
+                    }
                     None => {
                         return Err(ConfigError::at(
                             &at,
@@ -114,8 +117,17 @@ impl LimitKey {
             parts.push(part);
         }
         Ok(LimitKey {
+            prefix: String::new(),
             parts: parts.into(),
         })
+    }
+
+    /// Prefixes every key with `prefix`: the plugin's scope and limit, so that counters of
+    /// different routes or limits never mix, and the same config finds its counters again
+    /// after a reload.
+    pub fn with_prefix(mut self, prefix: String) -> Self {
+        self.prefix = prefix;
+        self
     }
 
     /// Appends the request's key to `out`. Parts are separated by a newline, which cannot
@@ -160,7 +172,8 @@ impl LimitKey {
 
     /// The request's key as a new string.
     pub fn key(&self, req: &RequestHeader, ctx: &RequestContext) -> String {
-        let mut s = String::with_capacity(48);
+        let mut s = String::with_capacity(48 + self.prefix.len());
+        s.push_str(&self.prefix);
         self.write(req, ctx, &mut s);
         s
     }
@@ -223,7 +236,10 @@ mod tests {
     fn missing_consumer_or_header_falls_back_to_ip() {
         let req = request("GET", "/").build();
         let c = ctx();
-        assert_eq!(compile("consumer".into()).unwrap().key(&req, &c), "ip=10.0.0.7");
+        assert_eq!(
+            compile("consumer".into()).unwrap().key(&req, &c),
+            "ip=10.0.0.7"
+        );
         assert_eq!(
             compile("header:x-tenant".into()).unwrap().key(&req, &c),
             "ip=10.0.0.7"

@@ -3,10 +3,10 @@
 
 use super::limit_key::{KeyConfig, LimitKey};
 use crate::context::RequestContext;
-use crate::factory::{ConfigError, TypedFactory};
+use crate::factory::{BuildEnv, ConfigError, TypedFactory};
 use crate::plugin::{Flow, Phases, Plugin};
 use crate::response::PluginResponse;
-use crate::store::{LocalStore, RateLimitStore};
+use crate::store::RateLimitStore;
 use crate::units::Duration;
 use async_trait::async_trait;
 use http::header::{HeaderName, HeaderValue, RETRY_AFTER};
@@ -95,14 +95,15 @@ static RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
 
 /// The factory for `rate-limit`.
 pub fn factory() -> impl crate::PluginFactory {
-    TypedFactory::new("rate-limit", PRIORITY, |c: RateLimitConfig, _env| {
-        RateLimit::new(c)
+    TypedFactory::new("rate-limit", PRIORITY, |c: RateLimitConfig, env| {
+        RateLimit::new(c, env)
     })
 }
 
 impl RateLimit {
-    /// Builds the plugin from its config, with a new [`LocalStore`] for `store: local`.
-    pub fn new(c: RateLimitConfig) -> Result<Self, ConfigError> {
+    /// Builds the plugin from its config. `store: local` counts in the gateway's shared
+    /// local store, which outlives config reloads.
+    pub fn new(c: RateLimitConfig, env: &BuildEnv<'_>) -> Result<Self, ConfigError> {
         if c.count == 0 {
             return Err(ConfigError::at(
                 "count",
@@ -115,7 +116,12 @@ impl RateLimit {
                 "must be longer than 0, e.g. `1s`, `1m`, `1h`, `1d`",
             ));
         }
-        let key = LimitKey::compile(&c.key, "key")?;
+        let key = LimitKey::compile(&c.key, "key")?.with_prefix(format!(
+            "rate-limit\n{}\n{}/{}ms\n",
+            env.scope,
+            c.count,
+            c.period.get().as_millis()
+        ));
         let store: Arc<dyn RateLimitStore> = match c.store {
             StoreKind::Local => {
                 if c.redis.is_some() {
@@ -124,7 +130,7 @@ impl RateLimit {
                         "only used with `store: redis`; remove it or set `store: redis`",
                     ));
                 }
-                Arc::new(LocalStore::new())
+                env.services.local_store.clone()
             }
             StoreKind::Redis => {
                 return Err(ConfigError::at(
@@ -329,7 +335,10 @@ mod tests {
             matches!(h.request(&mut req).await.unwrap(), Flow::Continue),
             "the IP has its own budget"
         );
-        assert!(matches!(h.request(&mut req).await.unwrap(), Flow::Respond(_)));
+        assert!(matches!(
+            h.request(&mut req).await.unwrap(),
+            Flow::Respond(_)
+        ));
     }
 
     struct BrokenStore;

@@ -259,7 +259,9 @@ mod tests {
 
         let bad: Vec<RequestHeader> = vec![
             request("GET", "/").header("x-request-id", &long).build(),
-            request("GET", "/").header("x-request-id", "has space").build(),
+            request("GET", "/")
+                .header("x-request-id", "has space")
+                .build(),
             request("GET", "/").header("x-request-id", "").build(),
             request("GET", "/")
                 .header("x-request-id", "a")

@@ -184,9 +184,7 @@ impl ResponseRewrite {
         let headers = HeaderEdits::compile(&c.headers, "headers")?;
         let body = match (c.body, c.json) {
             (Some(_), Some(_)) => {
-                return Err(ConfigError::whole(
-                    "set either `body` or `json`, not both",
-                ))
+                return Err(ConfigError::whole("set either `body` or `json`, not both"))
             }
             (Some(b), None) => BodyEdit::Replace(Bytes::from(b)),
             (None, Some(j)) => {
@@ -208,12 +206,16 @@ impl ResponseRewrite {
             }
             (None, None) => BodyEdit::None,
         };
+        if matches!(status.map(|s| s.as_u16()), Some(204 | 304)) && !matches!(body, BodyEdit::None)
+        {
+            return Err(ConfigError::at(
+                "status",
+                "a 204 or 304 response has no body: drop `body`/`json` or pick another status",
+            ));
+        }
         let max_body = match (c.max_body, &body) {
             (Some(_), BodyEdit::None | BodyEdit::Replace(_)) => {
-                return Err(ConfigError::at(
-                    "max_body",
-                    "only applies to `json` edits",
-                ))
+                return Err(ConfigError::at("max_body", "only applies to `json` edits"))
             }
             (Some(ByteSize(0)), _) => {
                 return Err(ConfigError::at("max_body", "must be greater than 0"))
@@ -346,11 +348,7 @@ impl ResponseRewrite {
 }
 
 fn is_json(resp: &ResponseHeader) -> bool {
-    let Some(ct) = resp
-        .headers
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-    else {
+    let Some(ct) = resp.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
         return false;
     };
     let mime = ct.split(';').next().unwrap_or("").trim();
@@ -563,11 +561,7 @@ mod tests {
     }
 
     /// Runs the upstream phases: request, headers, then `chunks` of body.
-    async fn proxied(
-        h: &mut PluginHarness,
-        resp: &mut ResponseHeader,
-        chunks: &[&str],
-    ) -> Vec<u8> {
+    async fn proxied(h: &mut PluginHarness, resp: &mut ResponseHeader, chunks: &[&str]) -> Vec<u8> {
         h.upstream_request(&mut request("GET", "/").build())
             .await
             .unwrap();
@@ -727,6 +721,9 @@ mod tests {
         assert_eq!(e.path, "status");
         let e = refused(serde_json::json!({"status": 101}));
         assert!(e.message.contains("200-599"), "{e}");
+        let e = refused(serde_json::json!({"status": 204, "body": "a"}));
+        assert_eq!(e.path, "status");
+        assert!(e.message.contains("no body"), "{e}");
         let e = refused(serde_json::json!({"body": "a", "json": {"set": {"a": 1}}}));
         assert!(e.message.contains("not both"), "{e}");
         let e = refused(serde_json::json!({"json": {}}));

@@ -1,0 +1,269 @@
+//! Config changes while running: reload from the file (SIGHUP, file change, admin API) or
+//! apply a config from the admin API. Either way: parse → validate → compile a new snapshot →
+//! atomic swap. A bad config is refused with the same error as `gatehouse -t`, and the running
+//! config stays.
+
+use crate::config::model::Config;
+use crate::config::{self, ConfigError};
+use crate::metrics;
+use crate::snapshot::Snapshot;
+use crate::state::LiveState;
+use async_trait::async_trait;
+use gatehouse_plugins::{PluginRegistry, SharedServices};
+use pingora_core::server::ShutdownWatch;
+use pingora_core::services::background::BackgroundService;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+/// Why a change was not applied.
+#[derive(Debug)]
+pub enum ApplyError {
+    /// The config is invalid; nothing changed.
+    Invalid(ConfigError),
+    /// The config is valid but could not be saved to the file; nothing changed.
+    Persist(String),
+}
+
+impl std::fmt::Display for ApplyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ApplyError::Invalid(e) => write!(f, "{e}"),
+            ApplyError::Persist(m) => f.write_str(m),
+        }
+    }
+}
+
+fn content_hash(bytes: &[u8]) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut h);
+    h.finish()
+}
+
+/// Owns every change to the live config.
+pub struct ConfigManager {
+    path: PathBuf,
+    registry: PluginRegistry,
+    services: SharedServices,
+    state: LiveState,
+    /// Serialises changes: two reloads never compile against the same previous snapshot.
+    change: tokio::sync::Mutex<()>,
+    /// Hash of the file content last applied or written, so the watcher skips our own writes.
+    applied_hash: Mutex<u64>,
+    started_listeners: Vec<crate::config::model::Listener>,
+}
+
+impl ConfigManager {
+    /// A manager for the config file at `path`, now serving `state`.
+    pub fn new(
+        path: PathBuf,
+        registry: PluginRegistry,
+        services: SharedServices,
+        state: LiveState,
+    ) -> Arc<Self> {
+        let hash = std::fs::read(&path).map(|b| content_hash(&b)).unwrap_or(0);
+        let started_listeners = state.load().config.listeners.clone();
+        Arc::new(ConfigManager {
+            path,
+            registry,
+            services,
+            state,
+            change: tokio::sync::Mutex::new(()),
+            applied_hash: Mutex::new(hash),
+            started_listeners,
+        })
+    }
+
+    /// The live state.
+    pub fn state(&self) -> &LiveState {
+        &self.state
+    }
+
+    /// The config file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    async fn compile(&self, config: Config) -> Result<Snapshot, ConfigError> {
+        let registry = self.registry.clone();
+        let services = self.services.clone();
+        let previous = self.state.load();
+        let started = Instant::now();
+        let snapshot = tokio::task::spawn_blocking(move || {
+            Snapshot::compile(
+                config,
+                &registry,
+                Path::new("."),
+                Some(&previous),
+                &services,
+            )
+        })
+        .await
+        .map_err(|e| ConfigError::at("", format!("config compilation failed: {e}")))??;
+        snapshot.resolve(Duration::from_secs(5)).await;
+        log::debug!("config compiled in {:?}", started.elapsed());
+        Ok(snapshot)
+    }
+
+    fn swap(&self, snapshot: Snapshot, trigger: &str) {
+        if snapshot.config.listeners != self.started_listeners {
+            log::warn!(
+                "config reload ({trigger}): the listeners changed; listeners are only \
+                 (re)bound at start: run a binary upgrade (`gatehouse -u`, see docs/operations.md) \
+                 to apply them. Routes, upstreams and plugins are live now."
+            );
+        }
+        self.state.store(Arc::new(snapshot));
+        metrics::record_reload(true);
+        log::info!("config reloaded ({trigger})");
+    }
+
+    fn failed(&self, trigger: &str, e: &dyn std::fmt::Display) {
+        metrics::record_reload(false);
+        log::error!("config reload ({trigger}) refused, the running config stays: {e}");
+    }
+
+    /// Reloads the config file. `trigger` names the cause for the log.
+    pub async fn reload_file(&self, trigger: &str) -> Result<(), ConfigError> {
+        let _guard = self.change.lock().await;
+        let bytes = std::fs::read(&self.path).map_err(|e| {
+            ConfigError::at("", format!("cannot read the config file: {e}")).in_file(&self.path)
+        });
+        let result = match bytes {
+            Ok(bytes) => {
+                let hash = content_hash(&bytes);
+                let parsed = std::str::from_utf8(&bytes)
+                    .map_err(|_| ConfigError::at("", "the config file is not UTF-8"))
+                    .and_then(config::parse_yaml)
+                    .map_err(|e| e.in_file(&self.path));
+                match parsed {
+                    Ok(cfg) => match self.compile(cfg).await {
+                        Ok(snapshot) => {
+                            *self.applied_hash.lock().unwrap_or_else(|p| p.into_inner()) = hash;
+                            self.swap(snapshot, trigger);
+                            Ok(())
+                        }
+                        Err(e) => Err(e.in_file(&self.path)),
+                    },
+                    Err(e) => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = &result {
+            self.failed(trigger, e);
+        }
+        result
+    }
+
+    /// Applies `config` (from the admin API): validated and compiled, then saved to the file
+    /// (temporary file + rename, so the file is never half-written) when `persist` is set,
+    /// then swapped in. Nothing changes when any step fails.
+    pub async fn apply(&self, config: Config, persist: bool) -> Result<(), ApplyError> {
+        let _guard = self.change.lock().await;
+        let result = self.apply_locked(config, persist).await;
+        if let Err(e) = &result {
+            self.failed("admin API", e);
+        }
+        result
+    }
+
+    async fn apply_locked(&self, config: Config, persist: bool) -> Result<(), ApplyError> {
+        // The same checks as a file: the server section too.
+        config::server_conf(&config).map_err(ApplyError::Invalid)?;
+        let text = serde_yaml::to_string(&config)
+            .map_err(|e| ApplyError::Persist(format!("cannot serialise the config: {e}")))?;
+        let snapshot = self.compile(config).await.map_err(ApplyError::Invalid)?;
+        if persist {
+            write_atomically(&self.path, text.as_bytes()).map_err(ApplyError::Persist)?;
+            *self.applied_hash.lock().unwrap_or_else(|p| p.into_inner()) =
+                content_hash(text.as_bytes());
+        }
+        self.swap(snapshot, "admin API");
+        Ok(())
+    }
+
+    fn file_changed(&self) -> Option<u64> {
+        let bytes = std::fs::read(&self.path).ok()?;
+        let hash = content_hash(&bytes);
+        let applied = *self.applied_hash.lock().unwrap_or_else(|p| p.into_inner());
+        (hash != applied).then_some(hash)
+    }
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same directory and a rename.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    use std::io::Write;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        if let Ok(meta) = std::fs::metadata(path) {
+            std::fs::set_permissions(&tmp, meta.permissions())?;
+        }
+        std::fs::rename(&tmp, path)
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        format!("the config file {} cannot be written: {e}", path.display())
+    })
+}
+
+/// Reloads on SIGHUP and when the config file changes (checked twice a second; a change is
+/// applied once the file has been stable for a moment, so half-written saves are skipped).
+pub struct ReloadService {
+    manager: Arc<ConfigManager>,
+    watch: bool,
+}
+
+impl ReloadService {
+    /// A service for `manager`; `watch` enables reloading on file changes.
+    pub fn new(manager: Arc<ConfigManager>, watch: bool) -> Self {
+        ReloadService { manager, watch }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for ReloadService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                log::error!("cannot listen for SIGHUP: {e}");
+                None
+            }
+        };
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        let mut last_mtime: Option<SystemTime> = None;
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => None } } => {
+                    let _ = self.manager.reload_file("SIGHUP").await;
+                }
+                _ = tick.tick(), if self.watch => {
+                    let mtime = std::fs::metadata(&self.manager.path).and_then(|m| m.modified()).ok();
+                    if mtime == last_mtime {
+                        continue;
+                    }
+                    last_mtime = mtime;
+                    if self.manager.file_changed().is_some() {
+                        // Let an editor finish writing.
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        let _ = self.manager.reload_file("file change").await;
+                    }
+                }
+            }
+        }
+    }
+}
