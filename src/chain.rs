@@ -84,6 +84,32 @@ impl Chain {
         }
     }
 
+    /// This chain with a consumer's plugins joined in: a plugin of the same name is replaced
+    /// by the consumer's instance (in place), others are inserted by priority.
+    pub fn with_consumer(&self, consumer: &[Scoped]) -> Chain {
+        let mut all: Vec<Arc<dyn Plugin>> = self
+            .all
+            .iter()
+            .map(|p| {
+                consumer
+                    .iter()
+                    .find(|c| c.name == p.name())
+                    .map_or_else(|| p.clone(), |c| c.plugin.clone())
+            })
+            .collect();
+        for c in consumer {
+            if self.all.iter().any(|p| p.name() == c.name) {
+                continue;
+            }
+            let at = all
+                .iter()
+                .position(|p| p.priority() < c.plugin.priority())
+                .unwrap_or(all.len());
+            all.insert(at, c.plugin.clone());
+        }
+        Chain::from_ordered(all)
+    }
+
     /// The plugin names in order (for tests and the admin API).
     pub fn names(&self) -> Vec<String> {
         self.all.iter().map(|p| p.name().to_string()).collect()

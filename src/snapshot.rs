@@ -91,6 +91,9 @@ pub struct Snapshot {
     pub global_chain: Chain,
     /// Consumers.
     pub consumers: Vec<Arc<Consumer>>,
+    /// Plugins configured on consumers (`consumers[].plugins`), by consumer id. They join a
+    /// request's chain once an auth plugin identified the consumer.
+    pub consumer_plugins: HashMap<String, Vec<Scoped>>,
 }
 
 fn check_unique<'a>(
@@ -308,12 +311,6 @@ impl Snapshot {
         // Consumers.
         let mut consumers = Vec::with_capacity(config.consumers.len());
         for (i, c) in config.consumers.iter().enumerate() {
-            if !c.plugins.is_empty() {
-                return Err(ConfigError::at(
-                    format!("consumers[{i}].plugins"),
-                    "per-consumer plugins are not supported; configure the plugin on the route or service",
-                ));
-            }
             for name in c.credentials.keys() {
                 if registry.get(name).is_none() {
                     return Err(ConfigError::at(
@@ -338,6 +335,19 @@ impl Snapshot {
         };
 
         // Plugins per scope.
+        let mut consumer_plugins = HashMap::new();
+        for (i, c) in config.consumers.iter().enumerate() {
+            if !c.plugins.is_empty() {
+                let plugins = build_plugins(
+                    &c.plugins,
+                    &format!("consumers[{i}].plugins"),
+                    &format!("consumer:{}", c.id),
+                    registry,
+                    &env,
+                )?;
+                consumer_plugins.insert(c.id.clone(), plugins);
+            }
+        }
         let global = build_plugins(
             &config.global_plugins,
             "global_plugins",
@@ -452,6 +462,7 @@ impl Snapshot {
             upstreams,
             global_chain,
             consumers,
+            consumer_plugins,
         })
     }
 

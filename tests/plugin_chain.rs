@@ -90,3 +90,54 @@ async fn mock_with_delay_and_body_file() {
     assert_eq!(r.headers()["content-type"], "application/json");
     assert_eq!(r.text().await.unwrap(), r#"[{"id":1,"name":"ada"}]"#);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn consumer_plugins_join_the_chain_after_auth() {
+    let up = EchoUpstream::start("u").await;
+    let port = free_port();
+    let y = format!(
+        "listeners:\n  - {{ name: main, address: 127.0.0.1:{port} }}\n\
+         upstreams:\n  - {{ id: u, nodes: [{{ address: \"{}\" }}] }}\n\
+         consumers:\n\
+         \x20 - id: alice\n    credentials: {{ key-auth: {{ key: alice-key }} }}\n    plugins:\n      rate-limit: {{ count: 2, period: 1m, key: consumer }}\n      headers: {{ request: {{ set: {{ x-tier: free }} }} }}\n\
+         \x20 - id: bob\n    credentials: {{ key-auth: {{ key: bob-key }} }}\n\
+         routes:\n  - id: r\n    paths: [\"/*\"]\n    upstream: u\n    plugins:\n      key-auth: {{}}\n      rate-limit: {{ count: 4, period: 1m, key: consumer }}\n",
+        up.addr
+    );
+    let _gw = GatewayProcess::start(&y, port);
+    let c = client();
+    let call = |key: &'static str| {
+        let c = c.clone();
+        async move {
+            let r = c
+                .get(format!("http://127.0.0.1:{port}/x"))
+                .header("apikey", key)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            let limit = r
+                .headers()
+                .get("ratelimit-limit")
+                .map(|v| v.to_str().unwrap().to_string());
+            let body = r.text().await.unwrap();
+            (status, limit, body)
+        }
+    };
+    // alice's own limit (2) replaces the route's (4); her own headers plugin joins too.
+    let (s, limit, body) = call("alice-key").await;
+    assert_eq!((s, limit.as_deref()), (200, Some("2")));
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["headers"]["x-consumer-id"], "alice");
+    assert_eq!(v["headers"]["x-tier"], "free");
+    assert_eq!(call("alice-key").await.0, 200);
+    assert_eq!(call("alice-key").await.0, 429);
+    // bob runs under the route's limit.
+    for _ in 0..4 {
+        let (s, limit, body) = call("bob-key").await;
+        assert_eq!((s, limit.as_deref()), (200, Some("4")));
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert!(v["headers"].get("x-tier").is_none());
+    }
+    assert_eq!(call("bob-key").await.0, 429);
+}

@@ -47,24 +47,46 @@ pub struct RequestState {
     /// A response was already written (by a plugin or the engine).
     responded: bool,
     client_host: Option<String>,
+    /// The route's chain with the consumer's plugins joined in, once an auth plugin
+    /// identified a consumer that has plugins of its own.
+    consumer_chain: Option<Arc<Chain>>,
 }
 
-/// Splits the state into the chain (borrowed from the pinned snapshot) and the plugin
-/// context, so hooks can run while the chain is borrowed.
+/// The chain a request runs, held by an owning handle so that hooks can borrow the chain
+/// while the plugin context is mutated.
+enum ChainHandle {
+    None,
+    Snapshot(Arc<Snapshot>, Option<usize>),
+    Consumer(Arc<Chain>),
+}
+
+impl ChainHandle {
+    fn get(&self) -> Option<&Chain> {
+        match self {
+            ChainHandle::None => None,
+            ChainHandle::Snapshot(s, Some(r)) => Some(&s.routes[*r].chain),
+            ChainHandle::Snapshot(s, None) => Some(&s.global_chain),
+            ChainHandle::Consumer(c) => Some(c),
+        }
+    }
+}
+
+impl RequestState {
+    fn chain_handle(&self) -> ChainHandle {
+        match (&self.consumer_chain, &self.snapshot) {
+            (Some(c), _) => ChainHandle::Consumer(c.clone()),
+            (None, Some(s)) => ChainHandle::Snapshot(s.clone(), self.route),
+            (None, None) => ChainHandle::None,
+        }
+    }
+}
+
+/// The request's chain and the plugin context, borrowed together.
 macro_rules! chain_and_ctx {
     ($state:expr) => {{
-        let snapshot = $state.snapshot.clone();
-        let route = $state.route;
-        (snapshot, route, &mut $state.plugin)
+        let handle = $state.chain_handle();
+        (handle, &mut $state.plugin)
     }};
-}
-
-fn pick_chain(snapshot: &Option<Arc<Snapshot>>, route: Option<usize>) -> Option<&Chain> {
-    let s = snapshot.as_ref()?;
-    Some(match route {
-        Some(r) => &s.routes[r].chain,
-        None => &s.global_chain,
-    })
 }
 
 async fn answer(
@@ -73,9 +95,9 @@ async fn answer(
     resp: gatehouse_plugins::PluginResponse,
 ) -> Result<()> {
     ctx.responded = true;
-    let (snapshot, route, plugin_ctx) = chain_and_ctx!(ctx);
+    let (handle, plugin_ctx) = chain_and_ctx!(ctx);
     let empty = Chain::default();
-    let chain = pick_chain(&snapshot, route).unwrap_or(&empty);
+    let chain = handle.get().unwrap_or(&empty);
     respond::send(session, chain, plugin_ctx, resp).await
 }
 
@@ -139,6 +161,57 @@ fn is_gateway_failure(status: u16) -> bool {
     matches!(status, 502..=504)
 }
 
+impl GatewayProxy {
+    /// Runs the route's request hooks. When an auth plugin identifies a consumer that has
+    /// plugins of its own, the rest of the request runs the route's chain with those joined
+    /// in (see [`Chain::with_consumer`]); plugins that already ran are not run again.
+    async fn run_route_chain(
+        &self,
+        snapshot: &Snapshot,
+        route: &crate::snapshot::CompiledRoute,
+        session: &mut Session,
+        ctx: &mut RequestState,
+    ) -> Result<Option<gatehouse_plugins::PluginResponse>> {
+        let chain = &route.chain;
+        for (i, p) in chain.request.iter().enumerate() {
+            let had_consumer = ctx.plugin.consumer.is_some();
+            if let Flow::Respond(resp) = p
+                .request_filter(session.req_header_mut(), &mut ctx.plugin)
+                .await?
+            {
+                return Ok(Some(resp));
+            }
+            if had_consumer || snapshot.consumer_plugins.is_empty() {
+                continue;
+            }
+            let Some(own) = ctx
+                .plugin
+                .consumer
+                .as_ref()
+                .and_then(|c| snapshot.consumer_plugins.get(&c.id))
+            else {
+                continue;
+            };
+            let joined = Arc::new(chain.with_consumer(own));
+            ctx.consumer_chain = Some(joined.clone());
+            let ran = &chain.request[..=i];
+            for q in joined.request.iter() {
+                if ran.iter().any(|r| r.name() == q.name()) {
+                    continue;
+                }
+                if let Flow::Respond(resp) = q
+                    .request_filter(session.req_header_mut(), &mut ctx.plugin)
+                    .await?
+                {
+                    return Ok(Some(resp));
+                }
+            }
+            return Ok(None);
+        }
+        Ok(None)
+    }
+}
+
 #[async_trait]
 impl ProxyHttp for GatewayProxy {
     type CTX = RequestState;
@@ -154,6 +227,7 @@ impl ProxyHttp for GatewayProxy {
             error_status: None,
             responded: false,
             client_host: None,
+            consumer_chain: None,
         }
     }
 
@@ -243,7 +317,7 @@ impl ProxyHttp for GatewayProxy {
             return Ok(false);
         };
         let route = &snapshot.routes[route_idx];
-        if let Some(resp) = run_request_chain(&route.chain, session, &mut ctx.plugin).await? {
+        if let Some(resp) = self.run_route_chain(&snapshot, route, session, ctx).await? {
             answer(session, ctx, resp).await?;
             return Ok(true);
         }
@@ -266,8 +340,8 @@ impl ProxyHttp for GatewayProxy {
         end_of_stream: bool,
         ctx: &mut RequestState,
     ) -> Result<()> {
-        let (snapshot, route, plugin_ctx) = chain_and_ctx!(ctx);
-        let Some(chain) = pick_chain(&snapshot, route) else {
+        let (handle, plugin_ctx) = chain_and_ctx!(ctx);
+        let Some(chain) = handle.get() else {
             return Ok(());
         };
         for p in chain.request_body.iter() {
@@ -290,15 +364,20 @@ impl ProxyHttp for GatewayProxy {
         session: &mut Session,
         ctx: &mut RequestState,
     ) -> Result<Box<HttpPeer>> {
-        let (snapshot, route, plugin_ctx) = chain_and_ctx!(ctx);
-        let snapshot =
-            snapshot.ok_or_else(|| Error::explain(ErrorType::InternalError, "no snapshot"))?;
-        let route = route
+        let (handle, plugin_ctx) = chain_and_ctx!(ctx);
+        if let Some(chain) = handle.get() {
+            for p in chain.upstream_peer.iter() {
+                p.upstream_peer(session.req_header(), plugin_ctx).await?;
+            }
+        }
+        let snapshot = ctx
+            .snapshot
+            .clone()
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no snapshot"))?;
+        let route = ctx
+            .route
             .map(|r| &snapshot.routes[r])
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route"))?;
-        for p in route.chain.upstream_peer.iter() {
-            p.upstream_peer(session.req_header(), plugin_ctx).await?;
-        }
         let pool = match &ctx.plugin.upstream_override {
             Some(id) => snapshot.upstreams.get(id).cloned(),
             None => route.upstream.clone(),
@@ -383,8 +462,8 @@ impl ProxyHttp for GatewayProxy {
             client_host,
         )?;
         forward::set_consumer(upstream_request, ctx.plugin.consumer.as_deref())?;
-        let (snapshot, route, plugin_ctx) = chain_and_ctx!(ctx);
-        if let Some(chain) = pick_chain(&snapshot, route) {
+        let (handle, plugin_ctx) = chain_and_ctx!(ctx);
+        if let Some(chain) = handle.get() {
             for p in chain.upstream_request.iter() {
                 p.upstream_request_filter(upstream_request, plugin_ctx)
                     .await?;
@@ -405,8 +484,8 @@ impl ProxyHttp for GatewayProxy {
                 !is_gateway_failure(upstream_response.status.as_u16()),
             );
         }
-        let (snapshot, route, plugin_ctx) = chain_and_ctx!(ctx);
-        if let Some(chain) = pick_chain(&snapshot, route) {
+        let (handle, plugin_ctx) = chain_and_ctx!(ctx);
+        if let Some(chain) = handle.get() {
             for p in chain.response.iter() {
                 p.response_filter(upstream_response, plugin_ctx).await?;
             }
@@ -421,8 +500,8 @@ impl ProxyHttp for GatewayProxy {
         end_of_stream: bool,
         ctx: &mut RequestState,
     ) -> Result<Option<std::time::Duration>> {
-        let (snapshot, route, plugin_ctx) = chain_and_ctx!(ctx);
-        if let Some(chain) = pick_chain(&snapshot, route) {
+        let (handle, plugin_ctx) = chain_and_ctx!(ctx);
+        if let Some(chain) = handle.get() {
             for p in chain.response_body.iter() {
                 p.response_body_filter(body, end_of_stream, plugin_ctx)?;
             }
@@ -482,8 +561,8 @@ impl ProxyHttp for GatewayProxy {
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestState) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
-        let (snapshot, route, plugin_ctx) = chain_and_ctx!(ctx);
-        if let Some(chain) = pick_chain(&snapshot, route) {
+        let (handle, plugin_ctx) = chain_and_ctx!(ctx);
+        if let Some(chain) = handle.get() {
             for p in chain.logging.iter() {
                 p.logging(session.req_header(), status, plugin_ctx).await;
             }
