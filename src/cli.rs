@@ -1,6 +1,7 @@
-//! Command-line flags. Pingora's own (`-c`, `-t`, `-d`, `-u`) keep their meaning.
+//! Command-line flags. Pingora's own (`-c`, `-t`, `-d`, `-u`) keep their meaning; a
+//! subcommand (`gatehouse etcd push ...`) runs a tool instead of the gateway.
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 /// Gatehouse: a programmable API gateway.
@@ -24,4 +25,22 @@ pub struct Cli {
     /// Do not reload when the config file changes (SIGHUP and the admin API still reload).
     #[arg(long = "no-watch")]
     pub no_watch: bool,
+    /// A tool to run instead of the gateway.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Subcommands.
+#[derive(Subcommand, Debug, Clone)]
+pub enum Command {
+    /// Config in etcd, for a fleet of gateways (docs/cluster.md).
+    #[command(subcommand)]
+    Etcd(EtcdCommand),
+}
+
+/// `gatehouse etcd ...`.
+#[derive(Subcommand, Debug, Clone)]
+pub enum EtcdCommand {
+    /// Validate a config file and store its shared sections in etcd, for every node.
+    Push(crate::cluster::push::PushArgs),
 }

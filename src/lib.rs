@@ -24,8 +24,11 @@
 //! config never replaces a good one.
 
 pub mod admin;
+pub mod cache;
 pub mod chain;
 pub mod cli;
+pub mod cluster;
+pub mod compress;
 pub mod config;
 pub mod drain;
 pub mod metrics;

@@ -36,3 +36,74 @@ pub fn record_reload(success: bool) {
         }
     }
 }
+
+static NODE_HEALTHY: LazyLock<Option<prometheus::IntGaugeVec>> = LazyLock::new(|| {
+    prometheus::register_int_gauge_vec!(
+        "gatehouse_upstream_node_healthy",
+        "1 when an upstream node takes traffic (healthy and not ejected), else 0.",
+        &["upstream", "node"]
+    )
+    .ok()
+});
+
+/// Serves `GET /metrics` (Prometheus text format) from the default registry, with the
+/// upstream node health of the live config computed at scrape time.
+pub struct MetricsApi {
+    state: crate::state::LiveState,
+}
+
+impl MetricsApi {
+    /// A metrics endpoint over `state`.
+    pub fn new(state: crate::state::LiveState) -> Self {
+        MetricsApi { state }
+    }
+
+    fn refresh_health(&self) {
+        let Some(gauge) = NODE_HEALTHY.as_ref() else {
+            return;
+        };
+        // Reset so that removed upstreams and nodes disappear from the output.
+        gauge.reset();
+        let snapshot = self.state.load();
+        for pool in snapshot.upstreams.values() {
+            for backend in pool.backends().iter() {
+                let ejected = backend
+                    .ext
+                    .get::<std::sync::Arc<crate::upstream::node::NodeState>>()
+                    .is_some_and(|n| n.is_ejected());
+                let up = pool.is_healthy(backend) && !ejected;
+                gauge
+                    .with_label_values(&[pool.id.as_ref(), backend.addr.to_string().as_str()])
+                    .set(i64::from(up));
+            }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl pingora_core::apps::http_app::ServeHttp for MetricsApi {
+    async fn response(
+        &self,
+        session: &mut pingora_core::protocols::http::ServerSession,
+    ) -> http::Response<Vec<u8>> {
+        use prometheus::Encoder;
+        let path = session.req_header().uri.path();
+        let (status, content_type, body) = if path == "/metrics" {
+            self.refresh_health();
+            let encoder = prometheus::TextEncoder::new();
+            let mut buf = Vec::new();
+            match encoder.encode(&prometheus::gather(), &mut buf) {
+                Ok(()) => (200, encoder.format_type().to_string(), buf),
+                Err(e) => (500, "text/plain".to_string(), e.to_string().into_bytes()),
+            }
+        } else {
+            (404, "text/plain".to_string(), b"see /metrics\n".to_vec())
+        };
+        http::Response::builder()
+            .status(status)
+            .header(http::header::CONTENT_TYPE, content_type)
+            .header(http::header::CONTENT_LENGTH, body.len())
+            .body(body)
+            .unwrap_or_else(|_| http::Response::new(Vec::new()))
+    }
+}

@@ -3,6 +3,7 @@
 //! atomic swap. A bad config is refused with the same error as `gatehouse -t`, and the running
 //! config stays.
 
+use crate::cluster::etcd::{Applied, EtcdSource, Written};
 use crate::config::model::Config;
 use crate::config::{self, ConfigError};
 use crate::metrics;
@@ -35,7 +36,8 @@ impl std::fmt::Display for ApplyError {
     }
 }
 
-fn content_hash(bytes: &[u8]) -> u64 {
+/// The hash that tells whether a config text changed.
+pub(crate) fn content_hash(bytes: &[u8]) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     bytes.hash(&mut h);
     h.finish()
@@ -52,6 +54,8 @@ pub struct ConfigManager {
     /// Hash of the file content last applied or written, so the watcher skips our own writes.
     applied_hash: Mutex<u64>,
     started_listeners: Vec<crate::config::model::Listener>,
+    /// With `config_source: etcd`: the shared sections come from there (see [`crate::cluster`]).
+    etcd: Option<Arc<EtcdSource>>,
 }
 
 impl ConfigManager {
@@ -61,6 +65,18 @@ impl ConfigManager {
         registry: PluginRegistry,
         services: SharedServices,
         state: LiveState,
+    ) -> Arc<Self> {
+        Self::with_etcd(path, registry, services, state, None)
+    }
+
+    /// A manager whose shared sections come from `etcd` when it is set (the file at `path`
+    /// then holds the node's own sections).
+    pub fn with_etcd(
+        path: PathBuf,
+        registry: PluginRegistry,
+        services: SharedServices,
+        state: LiveState,
+        etcd: Option<Arc<EtcdSource>>,
     ) -> Arc<Self> {
         let hash = std::fs::read(&path).map(|b| content_hash(&b)).unwrap_or(0);
         let started_listeners = state.load().config.listeners.clone();
@@ -72,6 +88,7 @@ impl ConfigManager {
             change: tokio::sync::Mutex::new(()),
             applied_hash: Mutex::new(hash),
             started_listeners,
+            etcd,
         })
     }
 
@@ -126,6 +143,9 @@ impl ConfigManager {
 
     /// Reloads the config file. `trigger` names the cause for the log.
     pub async fn reload_file(&self, trigger: &str) -> Result<(), ConfigError> {
+        if let Some(etcd) = &self.etcd {
+            return self.reload_etcd(etcd, trigger).await;
+        }
         let _guard = self.change.lock().await;
         let bytes = std::fs::read(&self.path).map_err(|e| {
             ConfigError::at("", format!("cannot read the config file: {e}")).in_file(&self.path)
@@ -170,6 +190,9 @@ impl ConfigManager {
     }
 
     async fn apply_locked(&self, config: Config, persist: bool) -> Result<(), ApplyError> {
+        if let Some(etcd) = &self.etcd {
+            return self.apply_to_etcd(etcd, config, persist).await;
+        }
         // The same checks as a file: the server section too.
         config::server_conf(&config).map_err(ApplyError::Invalid)?;
         let text = serde_yaml::to_string(&config)
@@ -189,6 +212,166 @@ impl ConfigManager {
         let hash = content_hash(&bytes);
         let applied = *self.applied_hash.lock().unwrap_or_else(|p| p.into_inner());
         (hash != applied).then_some(hash)
+    }
+}
+
+// ---- `config_source: etcd` (see crate::cluster): the same compile-and-swap path, with the
+// shared sections read from / written to etcd instead of the file.
+impl ConfigManager {
+    /// The etcd source, when the config comes from etcd.
+    pub fn etcd(&self) -> Option<&Arc<EtcdSource>> {
+        self.etcd.as_ref()
+    }
+
+    /// Applies the shared document read from etcd at `revision` (`None`: the key is absent,
+    /// and the running config stays). Documents already applied (this node's own writes) and
+    /// older revisions are skipped. Returns whether a new config was swapped in; a bad
+    /// document is refused, logged and counted like a bad file, and the running config stays.
+    pub async fn apply_etcd(
+        &self,
+        value: Option<&str>,
+        revision: i64,
+        trigger: &str,
+    ) -> Result<bool, ConfigError> {
+        let Some(etcd) = &self.etcd else {
+            return Ok(false);
+        };
+        let _guard = self.change.lock().await;
+        let applied = etcd.applied();
+        if revision < applied.revision {
+            return Ok(false);
+        }
+        let Some(text) = value else {
+            log::warn!(
+                "config ({trigger}): {} is not in etcd (revision {revision}); the running config stays",
+                etcd.key()
+            );
+            etcd.set_applied(Applied {
+                revision: 0,
+                ..applied
+            });
+            return Ok(false);
+        };
+        let hash = content_hash(text.as_bytes());
+        if hash == applied.hash {
+            etcd.set_applied(Applied { revision, hash });
+            return Ok(false);
+        }
+        let compiled = match crate::cluster::parse_shared(text) {
+            Ok(shared) => {
+                let config = crate::cluster::merge(&self.state.load().config, shared);
+                self.compile(config).await
+            }
+            Err(e) => Err(e),
+        };
+        match compiled {
+            Ok(snapshot) => {
+                etcd.set_applied(Applied { revision, hash });
+                self.swap(snapshot, trigger);
+                Ok(true)
+            }
+            Err(e) => {
+                let e = e.in_file(format!("etcd {}", etcd.key()));
+                self.failed(trigger, &e);
+                // A later write (admin API) replaces this revision; the running config stays.
+                etcd.set_applied(Applied {
+                    revision,
+                    ..applied
+                });
+                Err(e)
+            }
+        }
+    }
+
+    /// `reload_file` in etcd mode: the node's file and etcd's document, read again.
+    async fn reload_etcd(&self, etcd: &Arc<EtcdSource>, trigger: &str) -> Result<(), ConfigError> {
+        let _guard = self.change.lock().await;
+        let result = async {
+            let bytes = std::fs::read(&self.path).map_err(|e| {
+                ConfigError::at("", format!("cannot read the config file: {e}")).in_file(&self.path)
+            })?;
+            let node = std::str::from_utf8(&bytes)
+                .map_err(|_| ConfigError::at("", "the config file is not UTF-8"))
+                .and_then(config::parse_yaml)
+                .and_then(|c| {
+                    crate::cluster::check_bootstrap(&c)?;
+                    match crate::cluster::etcd_source(&c)? {
+                        Some(s) if &s == etcd.settings() => Ok(c),
+                        _ => Err(ConfigError::at(
+                            "config_source",
+                            "changed; a new config source takes effect at the next start",
+                        )),
+                    }
+                })
+                .map_err(|e| e.in_file(&self.path))?;
+            let fetched = etcd.fetch().await.map_err(|e| ConfigError::at("", e))?;
+            let at_etcd = |e: ConfigError| e.in_file(format!("etcd {}", etcd.key()));
+            let (shared, applied) = match &fetched.value {
+                Some(text) => (
+                    crate::cluster::parse_shared(text).map_err(at_etcd)?,
+                    Applied {
+                        revision: fetched.mod_revision,
+                        hash: content_hash(text.as_bytes()),
+                    },
+                ),
+                None => (
+                    (*self.state.load().config).clone(),
+                    Applied {
+                        revision: 0,
+                        ..etcd.applied()
+                    },
+                ),
+            };
+            let snapshot = self
+                .compile(crate::cluster::merge(&node, shared))
+                .await
+                .map_err(at_etcd)?;
+            *self.applied_hash.lock().unwrap_or_else(|p| p.into_inner()) = content_hash(&bytes);
+            etcd.set_applied(applied);
+            self.swap(snapshot, trigger);
+            Ok(())
+        }
+        .await;
+        if let Err(e) = &result {
+            self.failed(trigger, e);
+        }
+        result
+    }
+
+    /// `apply` in etcd mode: the node's own sections stay as they are; the shared ones are
+    /// written to etcd (compare-and-swap on the revision this node applied last), from where
+    /// every node applies them.
+    async fn apply_to_etcd(
+        &self,
+        etcd: &Arc<EtcdSource>,
+        config: Config,
+        persist: bool,
+    ) -> Result<(), ApplyError> {
+        let config = crate::cluster::merge(&self.state.load().config, config);
+        let text = crate::cluster::shared_yaml(&config).map_err(ApplyError::Persist)?;
+        let snapshot = self.compile(config).await.map_err(ApplyError::Invalid)?;
+        if persist {
+            let expected = etcd.applied().revision;
+            match etcd.write(text.clone(), expected).await {
+                Ok(Written::Ok(revision)) => etcd.set_applied(Applied {
+                    revision,
+                    hash: content_hash(text.as_bytes()),
+                }),
+                Ok(Written::Conflict { actual }) => {
+                    return Err(ApplyError::Persist(format!(
+                        "the config in etcd changed meanwhile (revision {actual}; this node \
+                         applied {expected}); read it again and retry"
+                    )))
+                }
+                Err(e) => {
+                    return Err(ApplyError::Persist(format!(
+                        "cannot write the config to etcd: {e}"
+                    )))
+                }
+            }
+        }
+        self.swap(snapshot, "admin API");
+        Ok(())
     }
 }
 
@@ -219,7 +402,7 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), String> {
     })
 }
 
-/// Reloads on SIGHUP and when the config file changes (checked twice a second; a change is
+/// Reloads on SIGHUP, reopens log files on SIGUSR1, and reloads when the config file changes (checked twice a second; a change is
 /// applied once the file has been stable for a moment, so half-written saves are skipped).
 pub struct ReloadService {
     manager: Arc<ConfigManager>,
@@ -243,6 +426,14 @@ impl BackgroundService for ReloadService {
                 None
             }
         };
+        let mut usr1 =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1()) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    log::error!("cannot listen for SIGUSR1: {e}");
+                    None
+                }
+            };
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         let mut last_mtime: Option<SystemTime> = None;
         loop {
@@ -250,6 +441,10 @@ impl BackgroundService for ReloadService {
                 _ = shutdown.changed() => return,
                 Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => None } } => {
                     let _ = self.manager.reload_file("SIGHUP").await;
+                }
+                Some(()) = async { match usr1.as_mut() { Some(h) => h.recv().await, None => None } } => {
+                    log::info!("SIGUSR1: reopening log files");
+                    gatehouse_plugins::builtin::observe::access_log::reopen_all();
                 }
                 _ = tick.tick(), if self.watch => {
                     let mtime = std::fs::metadata(&self.manager.path).and_then(|m| m.modified()).ok();

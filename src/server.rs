@@ -69,6 +69,18 @@ impl GatewayBuilder {
     /// Runs the gateway with the given flags; exits the process.
     pub fn run_with(self, cli: Cli) -> ! {
         init_logging();
+        if let Some(crate::cli::Command::Etcd(crate::cli::EtcdCommand::Push(args))) = &cli.command {
+            match crate::cluster::push::run(args, &self.registry) {
+                Ok(done) => {
+                    println!("{done}");
+                    std::process::exit(0)
+                }
+                Err(e) => {
+                    eprintln!("gatehouse: {e}");
+                    std::process::exit(1)
+                }
+            }
+        }
         match start(cli, self.registry) {
             Ok(()) => std::process::exit(0),
             Err(e) => {
@@ -99,9 +111,16 @@ pub fn load_snapshot(
 
 fn start(cli: Cli, registry: PluginRegistry) -> Result<(), String> {
     let services = SharedServices::new();
-    let snapshot = load_snapshot(&cli.conf, &registry, &services).map_err(|e| e.to_string())?;
-    let server_conf =
+    // The file (the default source), or the node's file plus the shared sections from etcd.
+    let (snapshot, etcd) =
+        crate::cluster::load_startup(&cli.conf, &registry, &services).map_err(|e| e.to_string())?;
+    let mut server_conf =
         config::server_conf(&snapshot.config).map_err(|e| e.in_file(&cli.conf).to_string())?;
+    // Relative paths (the config file itself, certificates, keys, log files) keep meaning what
+    // they meant at start, also after `-d` detaches the process.
+    if server_conf.working_directory.is_none() {
+        server_conf.working_directory = std::env::current_dir().ok();
+    }
     if cli.test {
         println!("{}: the configuration is valid", cli.conf.display());
         return Ok(());
@@ -125,11 +144,32 @@ fn start(cli: Cli, registry: PluginRegistry) -> Result<(), String> {
     let config: Arc<Config> = snapshot.config.clone();
     let state = LiveState::new(snapshot);
     add_proxy_services(&mut server, &config, &state)?;
-    let manager = ConfigManager::new(cli.conf.clone(), registry, services, state.clone());
+    let manager = ConfigManager::with_etcd(
+        cli.conf.clone(),
+        registry,
+        services,
+        state.clone(),
+        etcd.clone(),
+    );
+    if let Some(etcd) = etcd {
+        server.add_service(background_service(
+            "etcd config",
+            crate::cluster::watch::EtcdWatchService::new(manager.clone(), etcd),
+        ));
+    }
     server.add_service(background_service(
         "config reload",
         ReloadService::new(manager.clone(), !cli.no_watch),
     ));
+    if let Some(metrics) = &config.metrics {
+        let mut service = Service::new(
+            "gatehouse metrics".to_string(),
+            crate::metrics::MetricsApi::new(state.clone()),
+        );
+        service.add_tcp(&metrics.address);
+        server.add_service(service);
+        log::info!("metrics on http://{}/metrics", metrics.address);
+    }
     if let Some(admin) = &config.admin {
         let mut service = Service::new(
             "gatehouse admin".to_string(),

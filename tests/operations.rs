@@ -119,6 +119,8 @@ async fn admin_api_crud_validation_and_persistence() {
     assert_eq!(r.status(), 200);
     let cfg: serde_json::Value = r.json().await.unwrap();
     assert_eq!(cfg["routes"][0]["id"], "hello");
+    // The admin key itself is never shown.
+    assert_eq!(cfg["admin"]["api_key"], "<redacted>");
 
     // Create a proxied route: traffic follows at once.
     let r = c

@@ -65,6 +65,19 @@ pub struct RequestContext {
     /// (traffic splitting, header-based routing). Set it in `request_filter` or
     /// `upstream_peer`; the id is checked against the config when the plugin is built.
     pub upstream_override: Option<Arc<str>>,
+    /// The address of the upstream node the request was sent to (the last one, after
+    /// retries).
+    pub upstream_addr: Option<SocketAddr>,
+    /// When the request was handed to the upstream (headers written).
+    pub upstream_started: Option<Instant>,
+    /// Time from handing the request to the upstream to its response headers.
+    pub upstream_response_time: Option<std::time::Duration>,
+    /// Request body bytes read from the client (set before `logging`).
+    pub request_body_bytes: u64,
+    /// Response body bytes sent to the client (set before `logging`).
+    pub response_body_bytes: u64,
+    /// Cache outcome for this request (`HIT`, `MISS`, …), when a cache plugin ran.
+    pub cache_status: Option<&'static str>,
     /// The path to send upstream, when a plugin rewrote it (`proxy-rewrite`); includes the
     /// query string if one is to be sent.
     pub upstream_path: Option<String>,
@@ -88,6 +101,12 @@ impl RequestContext {
             upstream_id: None,
             upstream_override: None,
             upstream_path: None,
+            upstream_addr: None,
+            upstream_started: None,
+            upstream_response_time: None,
+            request_body_bytes: 0,
+            response_body_bytes: 0,
+            cache_status: None,
             state: http::Extensions::new(),
         }
     }

@@ -30,6 +30,7 @@
 //! engine's internals, so a plugin runs unchanged in the gateway and in the [`testkit`].
 
 pub mod builtin;
+pub mod cache_policy;
 pub mod context;
 pub mod factory;
 pub mod plugin;

@@ -204,11 +204,14 @@ impl AdminApi {
         let snapshot = self.manager.state().load();
         match (method, segments.as_slice()) {
             (Method::GET, ["config"]) => match resources::to_document(&snapshot.config) {
-                Ok(doc) => (StatusCode::OK, doc),
+                Ok(mut doc) => {
+                    resources::redact(&mut doc);
+                    (StatusCode::OK, doc)
+                }
                 Err(e) => edit_error(e),
             },
             (Method::PUT, ["config"]) => {
-                let config = if yaml {
+                let mut config = if yaml {
                     match std::str::from_utf8(&body)
                         .map_err(|_| ConfigError::at("", "the body is not UTF-8"))
                         .and_then(config::parse_yaml)
@@ -226,6 +229,13 @@ impl AdminApi {
                         Err(e) => return config_error(e),
                     }
                 };
+                if let (Some(new), Some(live)) =
+                    (config.admin.as_mut(), snapshot.config.admin.as_ref())
+                {
+                    if new.api_key == resources::REDACTED {
+                        new.api_key = live.api_key.clone();
+                    }
+                }
                 match self.manager.apply(config, true).await {
                     Ok(()) => (StatusCode::OK, json!({ "result": "updated" })),
                     Err(e) => apply_error(e),

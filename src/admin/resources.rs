@@ -29,6 +29,17 @@ pub enum EditError {
     Invalid(String),
 }
 
+/// Written in place of the admin API key in `GET /config`; a config sent back with it keeps
+/// the key that is live.
+pub const REDACTED: &str = "<redacted>";
+
+/// Hides the admin API key in a config document shown to a client.
+pub fn redact(doc: &mut Value) {
+    if let Some(key) = doc.pointer_mut("/admin/api_key") {
+        *key = Value::String(REDACTED.to_string());
+    }
+}
+
 /// The config as a JSON document.
 pub fn to_document(config: &Config) -> Result<Value, EditError> {
     serde_json::to_value(config).map_err(|e| EditError::Invalid(e.to_string()))

@@ -41,6 +41,10 @@ pub struct Config {
     /// Plugins run on every route.
     #[serde(default)]
     pub global_plugins: PluginMap,
+    /// Where the shared sections come from: this file (the default) or etcd (a fleet; see
+    /// [`crate::cluster`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_source: Option<crate::cluster::ConfigSource>,
 }
 
 /// `listeners[]`.

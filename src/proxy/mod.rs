@@ -231,6 +231,10 @@ impl ProxyHttp for GatewayProxy {
         }
     }
 
+    fn init_downstream_modules(&self, modules: &mut pingora_core::modules::http::HttpModules) {
+        crate::compress::init_modules(modules);
+    }
+
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestState) -> Result<bool> {
         let snapshot = self.state.load();
         ctx.snapshot = Some(snapshot.clone());
@@ -359,6 +363,67 @@ impl ProxyHttp for GatewayProxy {
         Ok(())
     }
 
+    // The cache hooks: `proxy-cache` left its decision in the context; crate::cache acts on it.
+
+    fn request_cache_filter(&self, session: &mut Session, ctx: &mut RequestState) -> Result<()> {
+        crate::cache::request_cache_filter(session, &mut ctx.plugin);
+        Ok(())
+    }
+
+    fn cache_key_callback(
+        &self,
+        _session: &Session,
+        ctx: &mut RequestState,
+    ) -> Result<pingora_cache::CacheKey> {
+        crate::cache::cache_key(&mut ctx.plugin)
+    }
+
+    fn is_purge(&self, _session: &Session, ctx: &RequestState) -> bool {
+        crate::cache::is_purge(&ctx.plugin)
+    }
+
+    async fn cache_hit_filter(
+        &self,
+        _session: &mut Session,
+        _meta: &pingora_cache::CacheMeta,
+        _hit_handler: &mut pingora_cache::HitHandler,
+        is_fresh: bool,
+        ctx: &mut RequestState,
+    ) -> Result<Option<pingora_cache::ForcedFreshness>> {
+        Ok(crate::cache::cache_hit_filter(&mut ctx.plugin, is_fresh))
+    }
+
+    fn response_cache_filter(
+        &self,
+        session: &Session,
+        resp: &ResponseHeader,
+        ctx: &mut RequestState,
+    ) -> Result<pingora_cache::RespCacheable> {
+        Ok(crate::cache::response_cache_filter(
+            session,
+            resp,
+            &ctx.plugin,
+        ))
+    }
+
+    fn cache_vary_filter(
+        &self,
+        meta: &pingora_cache::CacheMeta,
+        _ctx: &mut RequestState,
+        req: &RequestHeader,
+    ) -> Option<pingora_cache::key::HashBinary> {
+        crate::cache::variance(meta, req)
+    }
+
+    fn should_serve_stale(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut RequestState,
+        error: Option<&Error>,
+    ) -> bool {
+        crate::cache::should_serve_stale(error)
+    }
+
     async fn upstream_peer(
         &self,
         session: &mut Session,
@@ -409,6 +474,7 @@ impl ProxyHttp for GatewayProxy {
         let peer = pool.peer(&picked, pool.host_header(host, &picked.node));
         if let Some(a) = picked.backend.addr.as_inet() {
             ctx.tried.push(*a);
+            ctx.plugin.upstream_addr = Some(*a);
         }
         ctx.inflight = Some(InflightGuard::new(picked.node));
         ctx.plugin.upstream_id = Some(pool.id.clone());
@@ -462,6 +528,7 @@ impl ProxyHttp for GatewayProxy {
             client_host,
         )?;
         forward::set_consumer(upstream_request, ctx.plugin.consumer.as_deref())?;
+        ctx.plugin.upstream_started = Some(std::time::Instant::now());
         let (handle, plugin_ctx) = chain_and_ctx!(ctx);
         if let Some(chain) = handle.get() {
             for p in chain.upstream_request.iter() {
@@ -474,10 +541,13 @@ impl ProxyHttp for GatewayProxy {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestState,
     ) -> Result<()> {
+        crate::cache::response_filter(session, upstream_response, &mut ctx.plugin);
+        crate::compress::configure(session, &ctx.plugin);
+        ctx.plugin.upstream_response_time = ctx.plugin.upstream_started.map(|t| t.elapsed());
         if let (Some(pool), Some(guard)) = (&ctx.pool, &ctx.inflight) {
             pool.record_outcome(
                 &guard.0,
@@ -561,12 +631,15 @@ impl ProxyHttp for GatewayProxy {
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestState) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        ctx.plugin.response_body_bytes = session.body_bytes_sent() as u64;
+        ctx.plugin.request_body_bytes = session.body_bytes_read() as u64;
         let (handle, plugin_ctx) = chain_and_ctx!(ctx);
         if let Some(chain) = handle.get() {
             for p in chain.logging.iter() {
                 p.logging(session.req_header(), status, plugin_ctx).await;
             }
         }
+        crate::cache::record(&ctx.plugin);
         ctx.inflight = None;
     }
 }

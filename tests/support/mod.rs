@@ -3,6 +3,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod gateway;
+pub mod services;
 pub mod upstream;
 
 pub use gateway::{check_config, GatewayProcess};

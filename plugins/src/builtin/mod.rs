@@ -2,8 +2,10 @@
 //! beside it, written against the public SDK only.
 
 pub mod auth;
+pub mod cache;
 pub mod headers;
 pub mod mock;
+pub mod observe;
 pub mod proxy_rewrite;
 pub mod security;
 pub mod traffic;
@@ -20,6 +22,8 @@ pub fn register_all(registry: &mut PluginRegistry) {
         .register(headers::factory())
         .register(proxy_rewrite::factory());
     auth::register(registry);
+    cache::register(registry);
+    observe::register(registry);
     security::register(registry);
     traffic::register(registry);
     transform::register(registry);

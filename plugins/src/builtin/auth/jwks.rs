@@ -187,7 +187,7 @@ const REQUEST_WAIT: Duration = Duration::from_secs(5);
 #[derive(Clone, Default)]
 pub(super) struct Published {
     /// The last good key set.
-    keys: Option<Arc<KeySet>>,
+    pub(super) keys: Option<Arc<KeySet>>,
     /// Fetch attempts so far (successful or not), so that waiters wake on failures too.
     attempts: u64,
 }
@@ -210,7 +210,7 @@ pub(super) struct RemoteJwks {
     uri: Arc<str>,
     interval: Duration,
     template: Validation,
-    published: watch::Receiver<Published>,
+    pub(super) published: watch::Receiver<Published>,
     control: Mutex<Control>,
 }
 

@@ -16,6 +16,7 @@ pub mod hmac_auth;
 mod jwks;
 pub mod jwt_auth;
 pub mod key_auth;
+pub mod openid_connect;
 
 use crate::factory::PluginRegistry;
 
@@ -26,5 +27,6 @@ pub fn register(registry: &mut PluginRegistry) {
         .register(basic_auth::factory())
         .register(hmac_auth::factory())
         .register(jwt_auth::factory())
-        .register(key_auth::factory());
+        .register(key_auth::factory())
+        .register(openid_connect::factory());
 }

@@ -2,6 +2,7 @@
 //! refused at once (503 by default) rather than queued.
 
 use super::limit_key::{KeyConfig, LimitKey};
+use super::rate_limit::{build_store, OnStoreError, RedisConfig, StoreKind};
 use crate::context::RequestContext;
 use crate::factory::{BuildEnv, ConfigError, TypedFactory};
 use crate::plugin::{Flow, Phases, Plugin};
@@ -27,6 +28,16 @@ pub struct LimitConnConfig {
     /// Status of a refusal: 503 (default) or 429.
     #[serde(default = "default_status")]
     pub status: u16,
+    /// Where slots are held: `local` (this process; the default) or `redis` (shared by every
+    /// node, so `max` holds for the whole fleet).
+    #[serde(default)]
+    pub store: StoreKind,
+    /// The Redis store's settings, with `store: redis` (as for `rate-limit`; `sync_interval`
+    /// does not apply: slots are always taken in Redis).
+    pub redis: Option<RedisConfig>,
+    /// What to do with a request when the store fails: `allow` (default) or `deny` (503).
+    #[serde(default)]
+    pub on_store_error: OnStoreError,
 }
 
 fn default_status() -> u16 {
@@ -39,6 +50,7 @@ pub struct LimitConn {
     key: LimitKey,
     status: u16,
     store: Arc<dyn RateLimitStore>,
+    on_store_error: OnStoreError,
 }
 
 /// Priority of `limit-conn`: the first of the traffic controls, so a refused request costs
@@ -65,13 +77,16 @@ impl LimitConn {
                 format!("{} is not allowed; expected 429 or 503", c.status),
             ));
         }
-        Ok(Self::with_store(
-            c.max,
-            LimitKey::compile(&c.key, "key")?
-                .with_prefix(format!("limit-conn\n{}\n{}\n", env.scope, c.max)),
-            c.status,
-            env.services.local_store.clone(),
-        ))
+        let key = LimitKey::compile(&c.key, "key")?
+            .with_prefix(format!("limit-conn\n{}\n{}\n", env.scope, c.max));
+        if c.redis.as_ref().is_some_and(|r| r.sync_interval.is_some()) {
+            return Err(ConfigError::at(
+                "redis.sync_interval",
+                "does not apply to limit-conn (slots are always taken in Redis); remove it",
+            ));
+        }
+        let store = build_store(c.store, c.redis.as_ref(), env)?;
+        Ok(Self::with_store(c.max, key, c.status, store).on_store_error(c.on_store_error))
     }
 
     /// A limiter of `max` in-flight requests per key, holding its slots in `store`.
@@ -86,7 +101,14 @@ impl LimitConn {
             key,
             status,
             store,
+            on_store_error: OnStoreError::Allow,
         }
+    }
+
+    /// What to do when the store fails (default: let the request through).
+    pub fn on_store_error(mut self, action: OnStoreError) -> Self {
+        self.on_store_error = action;
+        self
     }
 }
 
@@ -154,8 +176,15 @@ impl Plugin for LimitConn {
         let permit = match self.store.acquire(&key, self.max).await {
             Ok(p) => p,
             Err(e) => {
-                log::warn!("limit-conn: {e}; the request is let through");
-                return Ok(Flow::Continue);
+                // The store reports its own failures (log line, metric).
+                log::debug!("limit-conn: {e}");
+                return Ok(match self.on_store_error {
+                    OnStoreError::Allow => Flow::Continue,
+                    OnStoreError::Deny => Flow::Respond(
+                        PluginResponse::error(503, "concurrency limit unavailable")
+                            .with_header(RETRY_AFTER, HeaderValue::from_static("1")),
+                    ),
+                });
             }
         };
         if !permit.admitted {
@@ -289,5 +318,50 @@ mod tests {
         assert_eq!(e.message, "missing field `max`");
         let e = err(json!({"max": 1, "burst": 2}));
         assert!(e.message.contains("unknown field `burst`"));
+        let e = err(json!({"max": 1, "store": "redis"}));
+        assert_eq!(e.path, "redis");
+        let e = err(json!({"max": 1, "redis": {"url": "redis://127.0.0.1:6379"}}));
+        assert_eq!(e.path, "redis");
+        let e = err(json!({"max": 1, "store": "redis", "redis": {"url": "nope"}}));
+        assert_eq!(e.path, "redis.url");
+        let e = err(json!({
+            "max": 1, "store": "redis",
+            "redis": {"url": "redis://127.0.0.1:6379", "sync_interval": "1s"}
+        }));
+        assert_eq!(e.path, "redis.sync_interval");
+        let e = err(json!({"max": 1, "on_store_error": "maybe"}));
+        assert_eq!(e.path, "on_store_error");
+        // Valid Redis settings build without connecting.
+        PluginHarness::from_config(
+            &factory(),
+            json!({"max": 1, "store": "redis", "redis": {"url": "redis://127.0.0.1:1"}}),
+        )
+        .unwrap();
+    }
+
+    #[tokio::test]
+    async fn unreachable_redis_follows_on_store_error() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port();
+        let url = format!("redis://127.0.0.1:{port}");
+        let mut h = PluginHarness::from_config(
+            &factory(),
+            json!({"max": 1, "store": "redis", "redis": {"url": url}}),
+        )
+        .unwrap();
+        assert!(admitted(&mut h).await, "allow is the default");
+        let mut h = PluginHarness::from_config(
+            &factory(),
+            json!({"max": 1, "store": "redis", "redis": {"url": url}, "on_store_error": "deny"}),
+        )
+        .unwrap();
+        let Flow::Respond(r) = h.request(&mut request("GET", "/").build()).await.unwrap() else {
+            panic!("deny must answer");
+        };
+        assert_eq!(r.status, 503);
+        let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(body["error"], "concurrency limit unavailable");
     }
 }

@@ -47,15 +47,9 @@ pub enum StoreKind {
     Redis,
 }
 
-/// `redis`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RedisConfig {
-    /// `redis://host:port/db`.
-    pub url: String,
-    /// Longest wait for one store operation (default `1s`).
-    pub timeout: Option<Duration>,
-}
+/// `redis`: the Redis store's settings (`url` or `cluster`, `timeout`, `key_prefix`,
+/// `sync_interval`), shared with `limit-conn`.
+pub use crate::store::redis::RedisConfig;
 
 /// `on_store_error`.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -122,23 +116,7 @@ impl RateLimit {
             c.count,
             c.period.get().as_millis()
         ));
-        let store: Arc<dyn RateLimitStore> = match c.store {
-            StoreKind::Local => {
-                if c.redis.is_some() {
-                    return Err(ConfigError::at(
-                        "redis",
-                        "only used with `store: redis`; remove it or set `store: redis`",
-                    ));
-                }
-                env.services.local_store.clone()
-            }
-            StoreKind::Redis => {
-                return Err(ConfigError::at(
-                    "store",
-                    "the redis store is not available in this build; use `store: local`",
-                ))
-            }
-        };
+        let store = build_store(c.store, c.redis.as_ref(), env)?;
         Ok(Self::with_store(
             c.count,
             c.period.get(),
@@ -147,7 +125,30 @@ impl RateLimit {
             c.on_store_error,
         ))
     }
+}
 
+/// The store `store`/`redis` name: the gateway's shared local store, or the Redis store on
+/// the process's shared connection to that server. Used by `limit-conn` too.
+pub(super) fn build_store(
+    kind: StoreKind,
+    redis: Option<&RedisConfig>,
+    env: &BuildEnv<'_>,
+) -> Result<Arc<dyn RateLimitStore>, ConfigError> {
+    match (kind, redis) {
+        (StoreKind::Local, None) => Ok(env.services.local_store.clone()),
+        (StoreKind::Local, Some(_)) => Err(ConfigError::at(
+            "redis",
+            "only used with `store: redis`; remove it or set `store: redis`",
+        )),
+        (StoreKind::Redis, None) => Err(ConfigError::at(
+            "redis",
+            "`store: redis` needs `redis: { url: redis://HOST:PORT }` (or `cluster: [...]`)",
+        )),
+        (StoreKind::Redis, Some(r)) => Ok(Arc::new(r.build(env.services, "redis")?)),
+    }
+}
+
+impl RateLimit {
     /// A limiter of `count` per `period` counting in `store`.
     pub fn with_store(
         count: u64,
@@ -197,7 +198,8 @@ impl Plugin for RateLimit {
         let decision = match self.store.check(&key, self.count, self.period, 1).await {
             Ok(d) => d,
             Err(e) => {
-                log::warn!("rate-limit: {e}");
+                // The store reports its own failures (log line, metric).
+                log::debug!("rate-limit: {e}");
                 return Ok(match self.on_store_error {
                     OnStoreError::Allow => Flow::Continue,
                     OnStoreError::Deny => Flow::Respond(
@@ -412,23 +414,56 @@ mod tests {
     }
 
     #[test]
-    fn redis_store_is_refused_not_ignored() {
-        let e = build_err(json!({
+    fn redis_store_settings_are_checked_at_build() {
+        // Valid settings build without connecting (the first request connects).
+        harness(json!({
             "count": 1, "period": "1s", "store": "redis",
-            "redis": {"url": "redis://127.0.0.1:6379", "timeout": "200ms"}
+            "redis": {"url": "redis://127.0.0.1:1", "timeout": "200ms", "key_prefix": "gh:"}
         }));
-        assert_eq!(e.path, "store");
-        assert_eq!(
-            e.message,
-            "the redis store is not available in this build; use `store: local`"
-        );
+        harness(json!({
+            "count": 1, "period": "1s", "store": "redis",
+            "redis": {"url": "redis://127.0.0.1:1", "sync_interval": "100ms"}
+        }));
+        let e = build_err(json!({"count": 1, "period": "1s", "store": "redis"}));
+        assert_eq!(e.path, "redis");
+        assert!(e.message.contains("needs `redis:"), "{}", e.message);
+        let e = build_err(json!({
+            "count": 1, "period": "1s", "store": "redis", "redis": {"url": "localhost:6379"}
+        }));
+        assert_eq!(e.path, "redis.url");
         let e = build_err(json!({
             "count": 1, "period": "1s", "redis": {"url": "redis://127.0.0.1:6379"}
         }));
         assert_eq!(e.path, "redis");
+        assert_eq!(
+            e.message,
+            "only used with `store: redis`; remove it or set `store: redis`"
+        );
         let e = build_err(json!({
             "count": 1, "period": "1s", "store": "redis", "redis": {"uri": "x"}
         }));
         assert_eq!(e.path, "redis.uri");
+    }
+
+    #[tokio::test]
+    async fn unreachable_redis_follows_on_store_error() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port();
+        let url = format!("redis://127.0.0.1:{port}");
+        let mut h = harness(json!({
+            "count": 1, "period": "1s", "store": "redis", "redis": {"url": url}
+        }));
+        let mut req = request("GET", "/").build();
+        assert!(matches!(h.request(&mut req).await.unwrap(), Flow::Continue));
+        let mut h = harness(json!({
+            "count": 1, "period": "1s", "store": "redis", "redis": {"url": url},
+            "on_store_error": "deny"
+        }));
+        let Flow::Respond(r) = h.request(&mut req).await.unwrap() else {
+            panic!("deny must answer");
+        };
+        assert_eq!(r.status, 503);
     }
 }

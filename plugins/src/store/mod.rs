@@ -25,6 +25,9 @@
 //! A shared store can do this with a counter that expires with its window, for example in
 //! Redis: `INCRBY key cost`; when the result equals `cost` (a new window) `PEXPIRE key window`;
 //! when it exceeds `limit`, `DECRBY key cost` and refuse; `PTTL key` gives the reset time.
+//! [`redis::RedisStore`] is that store.
+
+pub mod redis;
 
 use async_trait::async_trait;
 use std::collections::hash_map::RandomState;
