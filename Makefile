@@ -8,7 +8,7 @@ CONFIG ?= conf/gatehouse.yaml
 # System packages: Pingora's build needs cmake, a C toolchain and OpenSSL headers.
 BUILD_PKGS := cmake gcc g++ make pkg-config libssl-dev protobuf-compiler
 # What the tests start or use besides the gateway.
-TEST_PKGS := curl
+TEST_PKGS := curl redis-server etcd-server
 
 .PHONY: run test build deps test-deps check clean
 

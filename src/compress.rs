@@ -8,6 +8,10 @@
 //! the cache (stored responses stay uncompressed, hits are compressed per client), after the
 //! `response_filter` hooks, and it finishes the encoded stream when the response ends.
 //!
+//! Brotli is encoded with the `brotli` crate directly: Pingora 0.9's brotli encoder ends a
+//! body with a flush instead of finishing the stream (cloudflare/pingora#1013), and strict
+//! decoders reject such bodies.
+//!
 //! A response is compressed when all hold: the plugin chose a coding the client accepts; the
 //! response has a body and a status other than 204, 206 or 304; no `Content-Encoding` (other
 //! than `identity`) and no `Content-Range`; no `Cache-Control: no-transform`; a
@@ -22,11 +26,13 @@ use http::header::{
     CONTENT_TYPE, ETAG, TRANSFER_ENCODING, VARY,
 };
 use pingora_core::modules::http::{HttpModule, HttpModuleBuilder, HttpModules, Module};
-use pingora_core::protocols::http::compression::{Algorithm, Encode};
-use pingora_error::Result;
+use pingora_core::protocols::http::compression::{Algorithm, Encode, COMPRESSION_ERROR};
+use pingora_error::{OrErr, Result};
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 use std::any::Any;
+use std::io::Write;
+use std::time::{Duration, Instant};
 
 /// The per-request module: idle until [`configure`] hands it a decision.
 #[derive(Default)]
@@ -68,11 +74,60 @@ pub fn configure(session: &mut Session, ctx: &RequestContext) {
     }
 }
 
-fn algorithm(e: Encoding) -> Algorithm {
+/// A brotli encoder that finishes its stream at the end of the body.
+struct BrotliEncoder {
+    writer: Option<brotli::CompressorWriter<Vec<u8>>>,
+    total_in: usize,
+    total_out: usize,
+    duration: Duration,
+}
+
+impl BrotliEncoder {
+    fn new(quality: u32) -> Self {
+        BrotliEncoder {
+            // 4KiB internal buffer, a 512KiB window (lgwin 19), as Pingora's own encoder.
+            writer: Some(brotli::CompressorWriter::new(Vec::new(), 4096, quality, 19)),
+            total_in: 0,
+            total_out: 0,
+            duration: Duration::ZERO,
+        }
+    }
+}
+
+impl Encode for BrotliEncoder {
+    fn encode(&mut self, input: &[u8], end: bool) -> Result<Bytes> {
+        let start = Instant::now();
+        let Some(writer) = self.writer.as_mut() else {
+            return Ok(Bytes::new());
+        };
+        self.total_in += input.len();
+        writer
+            .write_all(input)
+            .or_err(COMPRESSION_ERROR, "while compressing brotli")?;
+        let out = if end {
+            // Finishing writes the last meta-block: the stream is complete.
+            self.writer
+                .take()
+                .map(|w| w.into_inner())
+                .unwrap_or_default()
+        } else {
+            std::mem::take(writer.get_mut())
+        };
+        self.total_out += out.len();
+        self.duration += start.elapsed();
+        Ok(out.into())
+    }
+
+    fn stat(&self) -> (&'static str, usize, usize, Duration) {
+        ("brotli", self.total_in, self.total_out, self.duration)
+    }
+}
+
+fn encoder(e: Encoding, level: u32) -> Option<Box<dyn Encode + Send + Sync>> {
     match e {
-        Encoding::Gzip => Algorithm::Gzip,
-        Encoding::Brotli => Algorithm::Brotli,
-        Encoding::Zstd => Algorithm::Zstd,
+        Encoding::Gzip => Algorithm::Gzip.compressor(level),
+        Encoding::Brotli => Some(Box::new(BrotliEncoder::new(level))),
+        Encoding::Zstd => Algorithm::Zstd.compressor(level),
     }
 }
 
@@ -168,7 +223,7 @@ impl HttpModule for CompressionModule {
         if end_of_stream {
             return Ok(());
         }
-        let Some(encoder) = algorithm(encoding).compressor(plan.policy.level(encoding)) else {
+        let Some(encoder) = encoder(encoding, plan.policy.level(encoding)) else {
             return Ok(());
         };
         resp.insert_header(CONTENT_ENCODING, encoding.token())?;
@@ -326,6 +381,24 @@ mod tests {
             .unwrap();
         assert_eq!(decoded, original);
         assert!(wire.len() < original.len() / 5);
+    }
+
+    #[test]
+    fn brotli_streams_are_finished() {
+        let original: Vec<u8> = b"brotli ".iter().copied().cycle().take(50_000).collect();
+        let mut enc = BrotliEncoder::new(4);
+        let mut wire = Vec::new();
+        for chunk in original.chunks(7000) {
+            wire.extend_from_slice(&enc.encode(chunk, false).unwrap());
+        }
+        wire.extend_from_slice(&enc.encode(&[], true).unwrap());
+        assert!(enc.encode(b"late", true).unwrap().is_empty());
+        let mut decoded = Vec::new();
+        // The decoder fails on a stream without its last meta-block.
+        brotli::Decompressor::new(&wire[..], 4096)
+            .read_to_end(&mut decoded)
+            .unwrap();
+        assert_eq!(decoded, original);
     }
 
     #[tokio::test]

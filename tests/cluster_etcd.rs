@@ -348,7 +348,7 @@ async fn push_tool_and_bootstrap_checks() {
     let (ok, out) = check_config(&node);
     assert!(!ok);
     assert_eq!(
-        out,
+        out.lines().last().unwrap(),
         "gatehouse: etcd /fleet-a/config: routes[0].upstream: unknown upstream \"gone\" (expected the id of an entry in `upstreams`)"
     );
     // Shared sections in a node's file are refused rather than silently replaced.

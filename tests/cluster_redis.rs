@@ -7,7 +7,7 @@ mod support;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::services::RedisServer;
+use support::services::{RedisCluster, RedisServer};
 use support::{client, free_port, EchoUpstream, GatewayProcess};
 
 fn listener(port: u16) -> String {
@@ -62,32 +62,52 @@ fn count(results: &[(u16, Instant)], status: u16) -> usize {
 async fn three_nodes_share_one_exact_limit() {
     let redis = RedisServer::start();
     let ports = [free_port(), free_port(), free_port()];
+    let route = |id: &str, extra: &str| {
+        format!(
+            "  - id: {id}\n    paths: [/{id}]\n    plugins:\n      \
+             rate-limit: {{ {extra}key: route, store: redis, on_store_error: deny, \
+             redis: {{ url: \"{}\", timeout: 2s }} }}\n      mock: {{ body: ok }}\n",
+            redis.url()
+        )
+    };
     let routes = format!(
-        "routes:\n  - id: shared\n    paths: [/limited]\n    plugins:\n      \
-         rate-limit: {{ count: 300, period: 1m, key: route, store: redis, on_store_error: deny, \
-         redis: {{ url: \"{}\", timeout: 2s }} }}\n      mock: {{ body: ok }}\n",
-        redis.url()
+        "routes:\n{}{}{}",
+        route("gcra", "count: 300, period: 1h, "),
+        route("fixed", "count: 300, period: 1h, algorithm: fixed_window, "),
+        route("refill", "count: 10, period: 10s, "),
     );
     let _gws = fleet(&ports, &routes);
 
-    let results = load(&ports, "/limited", 600, 12).await;
-    let (ok, limited) = (count(&results, 200), count(&results, 429));
-    assert_eq!(
-        (ok, limited),
-        (300, 300),
-        "3 nodes sharing 300/min admit 300 in all, not 3 × 300"
-    );
+    // Both algorithms: 3 nodes sharing 300 admit 300 in all, not 3 × 300.
+    for path in ["/gcra", "/fixed"] {
+        let results = load(&ports, path, 600, 12).await;
+        let (ok, limited) = (count(&results, 200), count(&results, 429));
+        assert_eq!((ok, limited), (300, 300), "{path}");
+    }
+    // One key per limit for the three nodes (nothing node-specific in it), expiring.
+    assert_eq!(redis.cmd(&["DBSIZE"]), "2");
+    let fixed = "gatehouse:rate-limit\nroute:fixed\n300/3600000ms\nr=fixed";
+    assert_eq!(redis.cmd(&["GET", fixed]), "300");
+    let gcra = "gatehouse:gcra:rate-limit\nroute:gcra\n300/3600000ms\nr=gcra";
+    for key in [fixed, gcra] {
+        let ttl: i64 = redis.cmd(&["PTTL", key]).parse().unwrap();
+        assert!(ttl > 3_500_000 && ttl <= 3_600_000, "PTTL {ttl} of {key:?}");
+    }
 
-    // One key for the three nodes (nothing node-specific in it), expiring with its window.
-    assert_eq!(redis.cmd(&["DBSIZE"]), "1");
-    let key = redis.cmd(&["RANDOMKEY"]);
-    assert_eq!(
-        key,
-        "gatehouse:rate-limit\nroute:shared\n300/60000ms\nr=shared"
-    );
-    let ttl: i64 = redis.cmd(&["PTTL", &key]).parse().unwrap();
-    assert!(ttl > 0 && ttl <= 60_000, "PTTL {ttl}");
-    assert_eq!(redis.cmd(&["GET", &key]), "300");
+    // GCRA across nodes: a burst of 10, then one request a second, whichever node.
+    for i in 0..10 {
+        assert_eq!(probe(ports[i % 3], "/refill").await.0, 200);
+    }
+    let r = client()
+        .get(format!("http://127.0.0.1:{}/refill", ports[1]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.headers()["retry-after"], "1");
+    tokio::time::sleep(Duration::from_millis(1050)).await;
+    assert_eq!(probe(ports[2], "/refill").await.0, 200);
+    assert_eq!(probe(ports[0], "/refill").await.0, 429);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -216,7 +236,7 @@ async fn redis_down_or_slow_fails_open_or_closed_and_counting_resumes() {
     let limit = |id: &str, action: &str| {
         format!(
             "  - id: {id}\n    paths: [/{id}]\n    plugins:\n      \
-             rate-limit: {{ count: 1000, period: 1m, key: route, store: redis, on_store_error: {action}, \
+             rate-limit: {{ count: 1000, period: 1h, key: route, store: redis, on_store_error: {action}, \
              redis: {{ url: \"{}\", timeout: 200ms }} }}\n      mock: {{ body: ok }}\n",
             redis.url()
         )
@@ -343,4 +363,58 @@ async fn limit_conn_slots_are_shared_by_the_nodes() {
     assert_eq!(probe(ports[1], "/delay/0").await.0, 200);
     let ttl: i64 = redis.cmd(&["PTTL", key]).parse().unwrap();
     assert!(ttl == -2 || (ttl > 0 && ttl <= 30_000), "PTTL {ttl}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_cluster_counts_exactly_across_slots() {
+    let cluster = RedisCluster::start(3);
+    let ports = [free_port(), free_port()];
+    let seeds = cluster
+        .urls()
+        .iter()
+        .map(|u| format!("\"{u}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let routes = format!(
+        "routes:\n  - id: tenants\n    paths: [/t]\n    plugins:\n      \
+         rate-limit: {{ count: 20, period: 1h, key: header:x-tenant, store: redis, on_store_error: deny, \
+         redis: {{ cluster: [{seeds}], timeout: 2s }} }}\n      mock: {{ body: ok }}\n"
+    );
+    let _gws = fleet(&ports, &routes);
+    // Six tenants (keys in different slots, so on different nodes), 40 requests each.
+    let mut tasks = Vec::new();
+    for tenant in 0..6 {
+        tasks.push(tokio::spawn(async move {
+            let c = client();
+            let mut ok = 0;
+            for i in 0..40 {
+                let r = c
+                    .get(format!("http://127.0.0.1:{}/t", ports[i % 2]))
+                    .header("x-tenant", format!("tenant-{tenant}"))
+                    .send()
+                    .await
+                    .unwrap();
+                ok += usize::from(r.status() == 200);
+            }
+            ok
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 20, "each tenant gets exactly its 20");
+    }
+    let keys: usize = cluster
+        .nodes
+        .iter()
+        .map(|n| n.cmd(&["DBSIZE"]).parse::<usize>().unwrap())
+        .sum();
+    assert_eq!(keys, 6);
+    assert!(
+        cluster
+            .nodes
+            .iter()
+            .filter(|n| n.cmd(&["DBSIZE"]) != "0")
+            .count()
+            >= 2,
+        "the keys are spread over the nodes"
+    );
 }

@@ -184,7 +184,7 @@ impl CompressionPolicy {
             return false;
         }
         self.any_type
-            || self.types.iter().any(|t| *t == media)
+            || self.types.contains(&media)
             || self
                 .type_prefixes
                 .iter()

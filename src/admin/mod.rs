@@ -1,7 +1,8 @@
 //! The admin API: a separate listener (127.0.0.1 by default) serving health/readiness, the
 //! live config, and REST CRUD over routes, services, upstreams, consumers and global
 //! plugins. Every change goes through [`ConfigManager::apply`]: the same validation as the
-//! file, saved to the file, swapped atomically. See docs/operations.md and docs/admin-api.yaml.
+//! file, saved to the file (with `config_source: etcd`, written to etcd for every node; see
+//! docs/cluster.md), swapped atomically. See docs/operations.md and docs/admin-api.yaml.
 
 pub mod resources;
 

@@ -23,8 +23,7 @@ pub mod storage;
 use gatehouse_plugins::cache_policy::{CacheAction, CachePolicy, CacheRequest};
 use gatehouse_plugins::RequestContext;
 use http::header::{
-    HeaderName, AGE, AUTHORIZATION, CONNECTION, DATE, EXPIRES, SET_COOKIE, TE, TRAILER, UPGRADE,
-    VARY,
+    HeaderName, AGE, AUTHORIZATION, CONNECTION, DATE, SET_COOKIE, TE, TRAILER, UPGRADE, VARY,
 };
 use pingora_cache::cache_control::{CacheControl, Cacheable, InterpretCacheControl};
 use pingora_cache::key::HashBinary;
@@ -326,11 +325,17 @@ fn status_of(phase: CachePhase, tentative: Option<&'static str>) -> Option<&'sta
 }
 
 /// `response_filter`: records the cache status in the context and on the response.
-pub fn response_filter(session: &Session, resp: &mut ResponseHeader, ctx: &mut RequestContext) {
+pub fn response_filter(session: &mut Session, resp: &mut ResponseHeader, ctx: &mut RequestContext) {
     if request_state(ctx).is_none() {
         return;
     }
-    ctx.cache_status = status_of(session.cache.phase(), ctx.cache_status);
+    let phase = session.cache.phase();
+    if phase == CachePhase::Stale {
+        // Stale served because the upstream failed: Pingora does not reuse the client
+        // connection after that, so say so rather than let the client send into a closed one.
+        session.set_keepalive(None);
+    }
+    ctx.cache_status = status_of(phase, ctx.cache_status);
     if let Some(status) = ctx.cache_status {
         if let Err(e) = resp.insert_header(CACHE_STATUS_HEADER, status) {
             log::debug!("could not add {CACHE_STATUS_HEADER}: {e}");

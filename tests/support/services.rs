@@ -55,8 +55,12 @@ impl RedisServer {
 
     /// Starts it again on the same port (after [`RedisServer::kill`]); the data is gone.
     pub fn restart(&mut self) {
+        self.restart_with(&[]);
+    }
+
+    fn restart_with(&mut self, extra: &[&str]) {
         kill(&mut self.child);
-        let args: Vec<String> = [
+        let mut args: Vec<String> = [
             "--port",
             &self.port.to_string(),
             "--bind",
@@ -73,6 +77,7 @@ impl RedisServer {
         .iter()
         .map(|s| s.to_string())
         .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
         self.child = Some(spawn(
             "redis-server",
             &args,
@@ -140,6 +145,60 @@ fn read_reply(r: &mut impl BufRead) -> Option<String> {
             Some(items.join("\n"))
         }
         _ => None,
+    }
+}
+
+/// A Redis Cluster of `n` primaries (no replicas) on 127.0.0.1.
+pub struct RedisCluster {
+    /// The nodes.
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Starts `n` (at least 3) cluster-enabled servers, assigns the slots
+    /// (`redis-cli --cluster create`) and waits until the cluster is up.
+    pub fn start(n: usize) -> RedisCluster {
+        let mut nodes = Vec::new();
+        for _ in 0..n {
+            let mut r = RedisServer {
+                port: super::free_port(),
+                dir: tempfile::tempdir().expect("tempdir"),
+                child: None,
+            };
+            let conf = r.dir.path().join("nodes.conf").display().to_string();
+            r.restart_with(&["--cluster-enabled", "yes", "--cluster-config-file", &conf]);
+            nodes.push(r);
+        }
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|r| format!("127.0.0.1:{}", r.port))
+            .collect();
+        let out = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("redis-cli (package redis-tools)");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !nodes
+            .iter()
+            .all(|r| r.cmd(&["CLUSTER", "INFO"]).contains("cluster_state:ok"))
+        {
+            assert!(Instant::now() < deadline, "the cluster did not come up");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        RedisCluster { nodes }
+    }
+
+    /// The nodes' URLs, as `cluster` seeds.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(RedisServer::url).collect()
     }
 }
 
@@ -211,14 +270,17 @@ impl EtcdServer {
         .map(|s| s.to_string())
         .collect();
         let log = self.dir.path().join("etcd.log");
-        let mut child = spawn("etcd", &args, &log);
+        self.child = Some(spawn("etcd", &args, &log));
         let deadline = Instant::now() + Duration::from_secs(15);
         while Instant::now() < deadline {
             if self.healthy() {
-                self.child = Some(child);
                 return;
             }
-            if let Ok(Some(status)) = child.try_wait() {
+            let exited = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            if let Some(status) = exited {
                 panic!(
                     "etcd exited with {status}:\n{}",
                     std::fs::read_to_string(&log).unwrap_or_default()
@@ -226,7 +288,7 @@ impl EtcdServer {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        let _ = child.kill();
+        self.kill();
         panic!("etcd did not become healthy on port {}", self.port);
     }
 

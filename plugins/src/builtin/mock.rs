@@ -27,7 +27,8 @@ pub struct MockConfig {
     pub headers: BTreeMap<String, String>,
     /// The body, inline.
     pub body: Option<String>,
-    /// The body, read from this file at config load (relative to the config file).
+    /// The body, read from this file at config load (relative to the working directory the
+    /// gateway was started in).
     pub body_file: Option<String>,
     /// Wait this long before answering (simulates a slow backend).
     pub delay: Option<Duration>,

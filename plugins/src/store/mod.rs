@@ -145,6 +145,33 @@ pub trait RateLimitStore: Send + Sync + 'static {
         cost: u64,
     ) -> Result<Decision, StoreError>;
 
+    /// Admits `cost` against `key` with GCRA (the generic cell rate algorithm): `limit` per
+    /// `window` as a steady rate of one unit every `window / limit`, with a burst of up to
+    /// `limit` units. Exact: with a full budget the `limit`-th unit is admitted and the next
+    /// refused; afterwards one unit comes back every `window / limit`. `remaining` is what
+    /// could be admitted now, `reset_after` the time until the whole budget is back.
+    ///
+    /// Stores that do not implement it answer with a [`StoreErrorKind::Protocol`] error;
+    /// the plugin checks [`RateLimitStore::supports_gcra`] at config load.
+    async fn check_gcra(
+        &self,
+        key: &str,
+        limit: u64,
+        window: Duration,
+        cost: u64,
+    ) -> Result<Decision, StoreError> {
+        let _ = (key, limit, window, cost);
+        Err(StoreError::new(
+            StoreErrorKind::Protocol,
+            "this store does not implement GCRA",
+        ))
+    }
+
+    /// Whether [`RateLimitStore::check_gcra`] is implemented.
+    fn supports_gcra(&self) -> bool {
+        false
+    }
+
     /// Takes one of `max` concurrency slots for `key`, if one is free.
     async fn acquire(&self, key: &str, max: u64) -> Result<Permit, StoreError>;
 
@@ -218,6 +245,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub struct LocalStore {
     epoch: Instant,
     windows: Sharded<Window>,
+    gcra: Sharded<u64>,
     slots: Sharded<u64>,
     next_token: AtomicU64,
 }
@@ -243,6 +271,7 @@ impl LocalStore {
         LocalStore {
             epoch: Instant::now(),
             windows: Sharded::new(),
+            gcra: Sharded::new(),
             slots: Sharded::new(),
             next_token: AtomicU64::new(1),
         }
@@ -285,6 +314,49 @@ impl LocalStore {
             remaining: limit.saturating_sub(w.used),
             reset_after,
             retry_after: (!allowed).then_some(reset_after),
+        }
+    }
+
+    /// GCRA admission (the synchronous form of [`RateLimitStore::check_gcra`]). The state per
+    /// key is one "theoretical arrival time"; entries whose time has passed (a full budget)
+    /// are swept like expired windows.
+    pub fn check_gcra_now(&self, key: &str, limit: u64, window: Duration, cost: u64) -> Decision {
+        let now_ns = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let now_ms = now_ns / 1_000_000;
+        let window_ns = u64::try_from(window.as_nanos()).unwrap_or(u64::MAX).max(1);
+        let limit = limit.max(1);
+        let emission = (window_ns / limit).max(1);
+        let mut shard = self.gcra.shard(key);
+        if now_ms >= shard.next_sweep_ms {
+            shard.map.retain(|_, tat| *tat > now_ns);
+            shard.next_sweep_ms = now_ms.saturating_add(SWEEP_EVERY_MS);
+        }
+        let tat = shard.map.get(key).copied().unwrap_or(0).max(now_ns);
+        let new_tat = tat.saturating_add(cost.saturating_mul(emission));
+        let allowed = new_tat - now_ns <= limit.saturating_mul(emission);
+        let effective = if allowed {
+            if cost > 0 {
+                match shard.map.get_mut(key) {
+                    Some(t) => *t = new_tat,
+                    None => {
+                        shard.map.insert(key.into(), new_tat);
+                    }
+                }
+            }
+            new_tat
+        } else {
+            tat
+        };
+        let used_ns = effective - now_ns;
+        let capacity = limit.saturating_mul(emission);
+        Decision {
+            allowed,
+            limit,
+            remaining: capacity.saturating_sub(used_ns) / emission,
+            reset_after: Duration::from_nanos(used_ns),
+            retry_after: (!allowed).then(|| {
+                Duration::from_nanos(new_tat.saturating_sub(now_ns).saturating_sub(capacity))
+            }),
         }
     }
 
@@ -357,6 +429,20 @@ impl RateLimitStore for LocalStore {
         Ok(self.check_now(key, limit, window, cost))
     }
 
+    async fn check_gcra(
+        &self,
+        key: &str,
+        limit: u64,
+        window: Duration,
+        cost: u64,
+    ) -> Result<Decision, StoreError> {
+        Ok(self.check_gcra_now(key, limit, window, cost))
+    }
+
+    fn supports_gcra(&self) -> bool {
+        true
+    }
+
     async fn acquire(&self, key: &str, max: u64) -> Result<Permit, StoreError> {
         Ok(self.acquire_now(key, max))
     }
@@ -364,6 +450,49 @@ impl RateLimitStore for LocalStore {
     async fn release(&self, key: &str, _token: u64) -> Result<(), StoreError> {
         self.release_now(key);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod gcra_tests {
+    use super::*;
+
+    #[test]
+    fn burst_then_one_per_interval() {
+        let s = LocalStore::new();
+        let w = Duration::from_secs(60);
+        for i in 0..5 {
+            let d = s.check_gcra_now("k", 5, w, 1);
+            assert!(d.allowed, "request {i}");
+            assert_eq!(d.remaining, 4 - i);
+        }
+        let d = s.check_gcra_now("k", 5, w, 1);
+        assert!(!d.allowed);
+        assert_eq!(d.remaining, 0);
+        // The next unit comes back after window / limit = 12 s.
+        let retry = d.retry_after.unwrap();
+        assert!(
+            retry <= Duration::from_secs(12) && retry > Duration::from_secs(11),
+            "{retry:?}"
+        );
+        assert!(d.reset_after <= w && d.reset_after > Duration::from_secs(59));
+        // Other keys are independent.
+        assert!(s.check_gcra_now("other", 5, w, 1).allowed);
+    }
+
+    #[test]
+    fn budget_comes_back_at_the_rate() {
+        let s = LocalStore::new();
+        let w = Duration::from_millis(100);
+        for _ in 0..10 {
+            assert!(s.check_gcra_now("k", 10, w, 1).allowed);
+        }
+        assert!(!s.check_gcra_now("k", 10, w, 1).allowed);
+        std::thread::sleep(Duration::from_millis(25));
+        // 25 ms at one unit per 10 ms: two units back.
+        assert!(s.check_gcra_now("k", 10, w, 1).allowed);
+        assert!(s.check_gcra_now("k", 10, w, 1).allowed);
+        assert!(!s.check_gcra_now("k", 10, w, 1).allowed);
     }
 }
 

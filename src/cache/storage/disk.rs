@@ -301,7 +301,7 @@ impl DiskStore {
         }
         // Newest first, each pushed to the cold end: the oldest ends up evicted first, and
         // entries that requests touched meanwhile stay hot.
-        found.sort_by(|a, b| b.0.cmp(&a.0));
+        found.sort_by_key(|e| std::cmp::Reverse(e.0));
         let budget = self.budget.load(Ordering::Relaxed);
         let evicted = {
             let mut index = lock(&self.index);

@@ -6,6 +6,22 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The path of binary `name` built by cargo next to the running test executable
+/// (`target/<profile>/<name>`).
+pub fn cargo_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test executable's path");
+    let mut dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    dir.join(name)
+}
+
+/// The `gatehouse` binary of this workspace.
+pub fn binary() -> PathBuf {
+    cargo_bin("gatehouse")
+}
+
 /// A running gateway; stopped with SIGINT when dropped.
 pub struct GatewayProcess {
     child: Option<Child>,
@@ -42,6 +58,17 @@ pub fn wait_for_port(port: u16, child: &mut Child, log: &Path) {
 impl GatewayProcess {
     /// Starts `binary` on `yaml` (a config without a `server:` section; one with a private
     /// pid file and upgrade socket is added) and waits until `port` accepts connections.
+    pub fn start(yaml: &str, port: u16) -> GatewayProcess {
+        Self::start_binary(binary(), yaml, port)
+    }
+
+    /// Like [`GatewayProcess::start`], with extra command-line arguments.
+    pub fn start_with_args(yaml: &str, port: u16, args: &[&str]) -> GatewayProcess {
+        Self::start_binary_with_args(binary(), yaml, port, args)
+    }
+
+    /// Starts the gateway binary `binary` (e.g. `env!("CARGO_BIN_EXE_my-gateway")` in a
+    /// custom gateway's tests) on `yaml`, as [`GatewayProcess::start`] does.
     pub fn start_binary(binary: impl AsRef<Path>, yaml: &str, port: u16) -> GatewayProcess {
         Self::start_binary_with_args(binary, yaml, port, &[])
     }
@@ -142,6 +169,11 @@ impl Drop for GatewayProcess {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Runs `gatehouse -t -c FILE` on `yaml`; see [`check_config_with`].
+pub fn check_config(yaml: &str) -> (bool, String) {
+    check_config_with(binary(), yaml)
 }
 
 /// Runs `BINARY -t -c FILE` on `yaml` (written as-is) and returns (success, stdout+stderr).

@@ -26,7 +26,9 @@
 pub mod gateway;
 pub mod upstream;
 
-pub use gateway::{check_config_with, wait_for_tcp, GatewayProcess};
+pub use gateway::{
+    binary, cargo_bin, check_config, check_config_with, wait_for_tcp, GatewayProcess,
+};
 pub use upstream::EchoUpstream;
 
 /// A free TCP port on 127.0.0.1 (bound, then released).

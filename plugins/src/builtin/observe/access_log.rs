@@ -60,12 +60,37 @@ static DROPPED: LazyLock<Option<prometheus::IntCounter>> = LazyLock::new(|| {
     .ok()
 });
 
+/// One log destination: the queue, and its writer thread, started by the first line (so it
+/// runs in the serving process, also when the gateway detaches with `-d` after loading its
+/// config).
 struct Sink {
+    path: String,
     tx: SyncSender<String>,
+    rx: Mutex<Option<Receiver<String>>>,
+    started: std::sync::Once,
 }
 
+impl Sink {
+    fn ensure_writer(&self) {
+        self.started.call_once(|| {
+            let rx = self.rx.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if let Some(rx) = rx {
+                let path = self.path.clone();
+                if let Err(e) = std::thread::Builder::new()
+                    .name("access-log".into())
+                    .spawn(move || writer_loop(path, rx))
+                {
+                    log::error!("access-log: cannot start the writer: {e}");
+                }
+            }
+        });
+    }
+}
+
+type SinkKey = (String, usize);
+
 /// Writers by path, shared by every plugin instance and kept across reloads.
-static SINKS: LazyLock<Mutex<HashMap<(String, usize), Arc<Sink>>>> =
+static SINKS: LazyLock<Mutex<HashMap<SinkKey, Arc<Sink>>>> =
     LazyLock::new(|| Mutex::new(HashMap::new()));
 
 fn open(path: &str) -> std::io::Result<Box<dyn Write + Send>> {
@@ -132,12 +157,12 @@ fn sink(path: &str, buffer: usize) -> Result<Arc<Sink>, ConfigError> {
     // Fail at config load, not silently later, if the file cannot be opened.
     open(path).map_err(|e| ConfigError::at("path", format!("cannot open {path}: {e}")))?;
     let (tx, rx) = sync_channel(buffer);
-    let thread_path = path.to_string();
-    std::thread::Builder::new()
-        .name("access-log".into())
-        .spawn(move || writer_loop(thread_path, rx))
-        .map_err(|e| ConfigError::whole(format!("cannot start the log writer: {e}")))?;
-    let s = Arc::new(Sink { tx });
+    let s = Arc::new(Sink {
+        path: path.to_string(),
+        tx,
+        rx: Mutex::new(Some(rx)),
+        started: std::sync::Once::new(),
+    });
     sinks.insert((path.to_string(), buffer), s.clone());
     Ok(s)
 }
@@ -255,6 +280,11 @@ pub fn format_line(req: &RequestHeader, status: u16, ctx: &RequestContext) -> St
     push_opt(&mut l, ctx.consumer.as_ref().map(|c| c.id.as_str()));
     l.push_str(",\"cache\":");
     push_opt(&mut l, ctx.cache_status);
+    l.push_str(",\"trace_id\":");
+    match ctx.state::<super::opentelemetry::TraceIds>() {
+        Some(t) => push_str(&mut l, &t.trace_id_hex()),
+        None => l.push_str("null"),
+    }
     l.push_str("}\n");
     l
 }
@@ -285,6 +315,7 @@ impl Plugin for AccessLog {
                 return;
             }
         }
+        self.sink.ensure_writer();
         let line = format_line(req, status, ctx);
         match self.sink.tx.try_send(line) {
             Ok(()) => {}

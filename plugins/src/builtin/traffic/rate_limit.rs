@@ -34,6 +34,19 @@ pub struct RateLimitConfig {
     /// What to do with a request when the store fails: `allow` (default) or `deny` (503).
     #[serde(default)]
     pub on_store_error: OnStoreError,
+    /// `gcra` (default where the store supports it: the local store) or `fixed_window`.
+    pub algorithm: Option<Algorithm>,
+}
+
+/// `algorithm`: how a budget of `count` per `period` is counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Algorithm {
+    /// Generic cell rate algorithm: a burst of up to `count`, then one request every
+    /// `period / count`.
+    Gcra,
+    /// Windows of `period` that open with their first request; `count` per window.
+    FixedWindow,
 }
 
 /// `store`.
@@ -77,6 +90,7 @@ pub struct RateLimit {
     key: LimitKey,
     store: Arc<dyn RateLimitStore>,
     on_store_error: OnStoreError,
+    gcra: bool,
 }
 
 /// Priority of `rate-limit`: after auth (so `consumer` keys work), after `limit-conn` and
@@ -117,13 +131,18 @@ impl RateLimit {
             c.period.get().as_millis()
         ));
         let store = build_store(c.store, c.redis.as_ref(), env)?;
-        Ok(Self::with_store(
-            c.count,
-            c.period.get(),
-            key,
-            store,
-            c.on_store_error,
-        ))
+        let gcra = match c.algorithm {
+            Some(Algorithm::Gcra) if !store.supports_gcra() => {
+                return Err(ConfigError::at(
+                    "algorithm",
+                    "this store counts in fixed windows only; use `algorithm: fixed_window`",
+                ))
+            }
+            Some(Algorithm::Gcra) => true,
+            Some(Algorithm::FixedWindow) => false,
+            None => store.supports_gcra(),
+        };
+        Ok(Self::with_store(c.count, c.period.get(), key, store, c.on_store_error).with_gcra(gcra))
     }
 }
 
@@ -163,7 +182,15 @@ impl RateLimit {
             key,
             store,
             on_store_error,
+            gcra: false,
         }
+    }
+
+    /// Counts with GCRA (`true`) or in fixed windows (`false`, the default of
+    /// [`RateLimit::with_store`]).
+    pub fn with_gcra(mut self, gcra: bool) -> Self {
+        self.gcra = gcra;
+        self
     }
 }
 
@@ -195,7 +222,14 @@ impl Plugin for RateLimit {
         ctx: &mut RequestContext,
     ) -> Result<Flow> {
         let key = self.key.key(req, ctx);
-        let decision = match self.store.check(&key, self.count, self.period, 1).await {
+        let checked = if self.gcra {
+            self.store
+                .check_gcra(&key, self.count, self.period, 1)
+                .await
+        } else {
+            self.store.check(&key, self.count, self.period, 1).await
+        };
+        let decision = match checked {
             Ok(d) => d,
             Err(e) => {
                 // The store reports its own failures (log line, metric).
@@ -265,8 +299,32 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn counts_down_then_refuses_with_headers() {
+    async fn gcra_counts_down_then_refuses_with_headers() {
         let mut h = harness(json!({"count": 3, "period": "1m"}));
+        for (remaining, reset) in [("2", "20"), ("1", "40"), ("0", "60")] {
+            let mut req = request("GET", "/").build();
+            assert!(matches!(h.request(&mut req).await.unwrap(), Flow::Continue));
+            let mut resp = ResponseHeader::build(200, None).unwrap();
+            h.response(&mut resp).await.unwrap();
+            assert_eq!(
+                header(&resp, "ratelimit-remaining").as_deref(),
+                Some(remaining)
+            );
+            assert_eq!(header(&resp, "ratelimit-reset").as_deref(), Some(reset));
+        }
+        let Flow::Respond(r) = h.request(&mut request("GET", "/").build()).await.unwrap() else {
+            panic!("the 4th request must be refused");
+        };
+        assert_eq!(r.status, 429);
+        // One request comes back every period / count = 20 s.
+        assert_eq!(r.header("retry-after").unwrap(), "20");
+        assert_eq!(r.header("ratelimit-remaining").unwrap(), "0");
+        assert_eq!(r.header("ratelimit-reset").unwrap(), "60");
+    }
+
+    #[tokio::test]
+    async fn counts_down_then_refuses_with_headers() {
+        let mut h = harness(json!({"count": 3, "period": "1m", "algorithm": "fixed_window"}));
         for remaining in ["2", "1", "0"] {
             let mut req = request("GET", "/").build();
             assert!(matches!(h.request(&mut req).await.unwrap(), Flow::Continue));
