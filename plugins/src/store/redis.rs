@@ -19,9 +19,10 @@
 //!
 //! When Redis fails (refused, dropped, slower than `timeout`), the operation fails at once with
 //! a [`StoreError`], the plugin applies its `on_store_error`, the failure is counted in
-//! `gatehouse_redis_errors_total` and logged (at most once per 5 s). Further operations fail
-//! fast without waiting, for a back-off that grows from 100 ms to 1 s, after which the next
-//! operation tries again: counting resumes within a second of Redis coming back.
+//! `gatehouse_redis_errors_total` and logged (at most once per 5 s). After a lost connection
+//! (or the third timeout in a row), further operations fail fast without waiting, for a
+//! back-off that grows from 100 ms to 1 s, after which the next operation tries again:
+//! counting resumes within a second of Redis coming back.
 
 use super::{Decision, Permit, RateLimitStore, StoreError, StoreErrorKind};
 use crate::factory::ConfigError;
@@ -394,6 +395,8 @@ pub struct RedisPool {
     /// Operations fail fast until this time (ms since `epoch`); 0 = healthy.
     down_until_ms: AtomicU64,
     backoff_ms: AtomicU64,
+    /// Failures since the last success.
+    consecutive: AtomicU64,
     last_error: Mutex<String>,
     last_log_ms: AtomicU64,
     suppressed: AtomicU64,
@@ -450,6 +453,7 @@ impl RedisPool {
             connect_lock: tokio::sync::Mutex::new(()),
             down_until_ms: AtomicU64::new(0),
             backoff_ms: AtomicU64::new(0),
+            consecutive: AtomicU64::new(0),
             last_error: Mutex::new(String::new()),
             last_log_ms: AtomicU64::new(0),
             suppressed: AtomicU64::new(0),
@@ -499,13 +503,13 @@ impl RedisPool {
 
     /// A connection: the current one, or a new one (connected on the I/O thread).
     async fn conn(self: &Arc<Self>, timeout: Duration) -> Result<Conn, StoreError> {
-        if let Some(c) = self.current() {
-            return Ok(c);
-        }
         let now = self.now_ms();
         let until = self.down_until_ms.load(Ordering::Acquire);
         if now < until {
             return Err(self.down_error(now, until));
+        }
+        if let Some(c) = self.current() {
+            return Ok(c);
         }
         let Some(rt) = io_runtime() else {
             return Err(StoreError::new(
@@ -560,22 +564,27 @@ impl RedisPool {
                 let (kind, _) = classify(&e);
                 let err =
                     StoreError::new(kind, format!("cannot connect to redis {}: {e}", self.name));
-                self.failed(&err, false);
+                self.failed(&err, true);
                 Err(err)
             }
         }
     }
 
-    /// Records a failure: back-off, metric (by the caller), log at most every 5 s.
+    /// Records a failure: a lost connection starts the back-off at once, timeouts and server
+    /// errors from the third in a row (one slow answer does not turn Redis off); logged at
+    /// most every 5 s (the metric is the caller's).
     fn failed(&self, err: &StoreError, drop_conn: bool) {
         if drop_conn {
             self.set_conn(None);
         }
-        let backoff =
-            (self.backoff_ms.load(Ordering::Acquire) * 2).clamp(BACKOFF_MIN_MS, BACKOFF_MAX_MS);
-        self.backoff_ms.store(backoff, Ordering::Release);
-        let now = self.now_ms();
-        self.down_until_ms.store(now + backoff, Ordering::Release);
+        let in_a_row = self.consecutive.fetch_add(1, Ordering::AcqRel) + 1;
+        if drop_conn || in_a_row >= 3 {
+            let backoff =
+                (self.backoff_ms.load(Ordering::Acquire) * 2).clamp(BACKOFF_MIN_MS, BACKOFF_MAX_MS);
+            self.backoff_ms.store(backoff, Ordering::Release);
+            self.down_until_ms
+                .store(self.now_ms() + backoff, Ordering::Release);
+        }
         *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = err.message.clone();
         self.log_failure(err);
     }
@@ -604,6 +613,7 @@ impl RedisPool {
     }
 
     fn succeeded(&self) {
+        self.consecutive.store(0, Ordering::Release);
         if self.backoff_ms.load(Ordering::Acquire) != 0
             && self.backoff_ms.swap(0, Ordering::AcqRel) != 0
         {
@@ -1111,6 +1121,7 @@ mod tests {
 
     #[test]
     fn settings_are_checked_with_their_path() {
+        assert!(cfg(serde_json::json!({"url": "rediss://cache.internal:6380"})).is_ok());
         assert_eq!(
             cfg(serde_json::json!({"url": "redis://127.0.0.1:6379/2"})).unwrap(),
             RedisTarget::Single("redis://127.0.0.1:6379/2".into())
