@@ -202,8 +202,8 @@ fn compile_header_match(h: &HeaderMatch, at: &str) -> Result<HeaderPredicate, Co
 }
 
 fn compile_methods(route: &Route, at: &str) -> Result<Vec<Method>, ConfigError> {
-    const KNOWN: [&str; 9] = [
-        "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE",
+    const KNOWN: [&str; 10] = [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE", "PURGE",
     ];
     route
         .methods

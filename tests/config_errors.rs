@@ -153,7 +153,7 @@ fn bad_enum_value() {
 fn bad_method() {
     refused(
         &format!("{LISTENER}routes:\n  - {{ id: a, paths: [/], methods: [FETCH], plugins: {{ mock: {{}} }} }}\n"),
-        "routes[0].methods[0]: unknown method `FETCH`; expected one of GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS, CONNECT, TRACE",
+        "routes[0].methods[0]: unknown method `FETCH`; expected one of GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS, CONNECT, TRACE, PURGE",
     );
 }
 

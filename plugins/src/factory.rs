@@ -82,7 +82,7 @@ pub struct BuildEnv<'a> {
     /// The directory relative paths in the config are resolved against (the gateway's
     /// working directory).
     pub base_dir: &'a Path,
-    /// Where the plugin is configured: `global`, `service:ID`, `route:ID`. Stable across
+    /// Where the plugin is configured: `global`, `service:ID`, `route:ID`, `consumer:ID`. Stable across
     /// reloads, so a plugin can name state it keeps in [`BuildEnv::services`].
     pub scope: &'a str,
     /// Services that outlive the config (shared counter stores).

@@ -6,9 +6,9 @@
 //! at each phase of a request:
 //!
 //! ```text
-//!  client ──► request_filter ──► request_body_filter ──► upstream_peer ──► upstream_request_filter ──► upstream
-//!                 │ (Flow::Respond: the plugin answers;                                                   │
-//!                 │  later request phases are skipped)                                                    ▼
+//!  client ──► request_filter ──► upstream_peer ──► upstream_request_filter ──► request_body_filter ──► upstream
+//!                 │ (Flow::Respond: the plugin answers;          (the body streams to the upstream       │
+//!                 │  later request phases are skipped)            after its headers were sent)           ▼
 //!  client ◄── response_body_filter ◄── response_filter ◄──────────────────────────────────────────── response
 //!                                           │
 //!                                       logging (always, once, also for answered and failed requests)

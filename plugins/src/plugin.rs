@@ -71,9 +71,10 @@ pub trait Plugin: Send + Sync + 'static {
     /// The plugin's name, as written in config (`key-auth`).
     fn name(&self) -> &str;
 
-    /// Order within a scope's chain: higher runs first. Auth plugins run at 2000–2600, access
-    /// control at 3000+, traffic control at 1000–1100, transforms below 1000, observability
-    /// at the edges (`request-id` first, `prometheus` low).
+    /// Order within a scope's chain: higher runs first. Cheap refusals (size, CORS, IP) run at
+    /// 2800–9000, authentication at 2500–2600 and `acl` at 2400, traffic control at 1000–1100,
+    /// transforms and answers below 1000, observability at the edges (`prometheus` and
+    /// `request-id` first, `access-log` last). See docs/plugins.md for every built-in.
     fn priority(&self) -> i32;
 
     /// The phases whose hooks this plugin implements.
