@@ -157,6 +157,18 @@ async fn prometheus_metrics_are_bounded_and_parse() {
         Some(0.0)
     );
 
+    // Rate-limit refusals are counted per route.
+    gw.write_config(&y.replace(
+        "routes:\n  - { id: api, paths: [/api/*], service: svc }\n",
+        "routes:\n  - { id: api, paths: [/api/*], service: svc, plugins: { rate-limit: { count: 1, period: 1m } } }\n",
+    ));
+    gw.signal("HUP");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(c.get(format!("http://127.0.0.1:{port}/api/a")).send().await.unwrap().status(), 200);
+    assert_eq!(c.get(format!("http://127.0.0.1:{port}/api/b")).send().await.unwrap().status(), 429);
+    let (_, s) = scrape(mport).await;
+    assert_eq!(value(&s, "gatehouse_rate_limit_rejections_total", &[("route", "api")]), Some(1.0));
+
     // A refused reload is counted.
     gw.write_config("listeners: [oops\n");
     gw.signal("HUP");

@@ -11,7 +11,7 @@ pub mod security;
 pub mod traffic;
 pub mod transform;
 
-pub(crate) mod header_ops;
+pub mod header_ops;
 
 use crate::factory::PluginRegistry;
 

@@ -194,6 +194,17 @@ impl RateLimit {
     }
 }
 
+/// `gatehouse_rate_limit_rejections_total{route}`: requests refused with 429.
+static REJECTIONS: std::sync::LazyLock<Option<prometheus::IntCounterVec>> =
+    std::sync::LazyLock::new(|| {
+        prometheus::register_int_counter_vec!(
+            "gatehouse_rate_limit_rejections_total",
+            "Requests refused by rate-limit (429), by route.",
+            &["route"]
+        )
+        .ok()
+    });
+
 fn quota_headers(q: &Quota) -> [(HeaderName, HeaderValue); 3] {
     [
         (LIMIT.clone(), HeaderValue::from(q.limit)),
@@ -252,6 +263,10 @@ impl Plugin for RateLimit {
         match decision.retry_after_secs() {
             None => Ok(Flow::Continue),
             Some(retry) => {
+                if let Some(c) = REJECTIONS.as_ref() {
+                    c.with_label_values(&[ctx.route_id.as_deref().unwrap_or("_none")])
+                        .inc();
+                }
                 let mut resp = PluginResponse::error(429, "too many requests")
                     .with_header(RETRY_AFTER, HeaderValue::from(retry));
                 resp.headers.extend(quota_headers(&quota));
