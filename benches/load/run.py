@@ -115,6 +115,7 @@ def main():
     other_cpus = ",".join(str(c) for c in range(ncpu) if c not in used) or proxy_cpus
 
     tmp = tempfile.mkdtemp(prefix="gh-bench-")
+    os.chmod(tmp, 0o755)  # nginx workers run unprivileged and must read the bodies
     procs = []
 
     def start(cmd, cpus, **kw):
@@ -193,6 +194,8 @@ routes:
                                          capture_output=True, text=True, timeout=args.duration + 30).stdout
                     cpu = cpu_seconds(pids) - cpu0
                     r = parse_wrk(out)
+                    if r["errors"]:
+                        raise SystemExit(f"{target} answered {r['errors']} non-2xx responses to {url}; see {tmp}")
                     r["cpu_per_m"] = cpu / r["total"] * 1e6 if r["total"] and pids else float("nan")
                     r["rss_mib"] = peak_rss_kib(pids) / 1024 if pids else float("nan")
                     results.setdefault((scenario, target), []).append(r)
