@@ -141,8 +141,10 @@ mod tests {
     use gatehouse_plugins::testkit::{request, HarnessEnv, PluginHarness};
 
     fn harness(strict: bool) -> PluginHarness {
-        let mut env = HarnessEnv::default();
-        env.upstream_ids = ["acme-up".to_string(), "shared".to_string()].into();
+        let env = HarnessEnv {
+            upstream_ids: ["acme-up".to_string(), "shared".to_string()].into(),
+            ..HarnessEnv::default()
+        };
         PluginHarness::from_config_with(
             &factory(),
             serde_json::json!({ "tenants": { "acme": "acme-up" }, "strict": strict }),
