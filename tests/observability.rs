@@ -164,10 +164,31 @@ async fn prometheus_metrics_are_bounded_and_parse() {
     ));
     gw.signal("HUP");
     tokio::time::sleep(Duration::from_millis(800)).await;
-    assert_eq!(c.get(format!("http://127.0.0.1:{port}/api/a")).send().await.unwrap().status(), 200);
-    assert_eq!(c.get(format!("http://127.0.0.1:{port}/api/b")).send().await.unwrap().status(), 429);
+    assert_eq!(
+        c.get(format!("http://127.0.0.1:{port}/api/a"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        c.get(format!("http://127.0.0.1:{port}/api/b"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        429
+    );
     let (_, s) = scrape(mport).await;
-    assert_eq!(value(&s, "gatehouse_rate_limit_rejections_total", &[("route", "api")]), Some(1.0));
+    assert_eq!(
+        value(
+            &s,
+            "gatehouse_rate_limit_rejections_total",
+            &[("route", "api")]
+        ),
+        Some(1.0)
+    );
 
     // A refused reload is counted.
     gw.write_config("listeners: [oops\n");
