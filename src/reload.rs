@@ -224,13 +224,16 @@ impl ConfigManager {
     }
 
     /// Applies the shared document read from etcd at `revision` (`None`: the key is absent,
-    /// and the running config stays). Documents already applied (this node's own writes) and
-    /// older revisions are skipped. Returns whether a new config was swapped in; a bad
+    /// and the running config stays). Documents already applied (this node's own writes) are
+    /// skipped, and so are watch events older than what was applied; a `listed` document (a
+    /// fresh read) is applied whatever its revision, so that an etcd restored with lower
+    /// revisions is still followed. Returns whether a new config was swapped in; a bad
     /// document is refused, logged and counted like a bad file, and the running config stays.
     pub async fn apply_etcd(
         &self,
         value: Option<&str>,
         revision: i64,
+        listed: bool,
         trigger: &str,
     ) -> Result<bool, ConfigError> {
         let Some(etcd) = &self.etcd else {
@@ -238,7 +241,7 @@ impl ConfigManager {
         };
         let _guard = self.change.lock().await;
         let applied = etcd.applied();
-        if revision < applied.revision {
+        if !listed && revision < applied.revision {
             return Ok(false);
         }
         let Some(text) = value else {

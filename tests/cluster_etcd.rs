@@ -1,6 +1,7 @@
 //! Config from a real etcd: a change reaches three nodes within a second, a bad document is
 //! refused everywhere with the old config kept, the admin API of any node writes for all,
-//! an etcd restart (with compaction and a deleted key) causes no 404, and the
+//! an etcd restart (with compaction, a deleted key, and a rebuild from nothing) causes no
+//! 404, and the
 //! `gatehouse etcd push` tool validates and pushes a file.
 
 mod support;
@@ -272,6 +273,13 @@ async fn etcd_restart_compaction_and_deletion_cause_no_404() {
     // And a new document after the deletion is applied.
     c.put(KEY, doc("v5"), None).await.unwrap();
     converge(&nodes, "/hello", "v5", Duration::from_secs(2)).await;
+
+    // etcd rebuilt from nothing (revisions start over, lower than what the nodes applied):
+    // the nodes keep serving, then follow the new store.
+    etcd.restart_empty();
+    let mut c = etcd_client(&etcd).await;
+    c.put(KEY, doc("v6"), None).await.unwrap();
+    converge(&nodes, "/hello", "v6", Duration::from_secs(5)).await;
 
     stop.store(true, Ordering::Relaxed);
     let sent = traffic.await.unwrap();

@@ -66,7 +66,7 @@ impl BackgroundService for EtcdWatchService {
             };
             let _ = self
                 .manager
-                .apply_etcd(fetched.value.as_deref(), fetched.mod_revision, "etcd")
+                .apply_etcd(fetched.value.as_deref(), fetched.mod_revision, true, "etcd")
                 .await;
             // Watch from the next revision: nothing between the list and the watch is missed.
             let mut changes = match self.source.watch(fetched.revision + 1).await {
@@ -99,11 +99,14 @@ impl BackgroundService for EtcdWatchService {
                     Some(Change::Put { value, revision }) => {
                         let _ = self
                             .manager
-                            .apply_etcd(Some(&value), revision, "etcd watch")
+                            .apply_etcd(Some(&value), revision, false, "etcd watch")
                             .await;
                     }
                     Some(Change::Delete { revision }) => {
-                        let _ = self.manager.apply_etcd(None, revision, "etcd watch").await;
+                        let _ = self
+                            .manager
+                            .apply_etcd(None, revision, false, "etcd watch")
+                            .await;
                     }
                     Some(Change::Ended(reason)) => {
                         log::warn!("etcd: {reason}; listing {key} again");

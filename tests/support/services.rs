@@ -310,6 +310,13 @@ impl EtcdServer {
     pub fn kill(&mut self) {
         kill(&mut self.child);
     }
+
+    /// Starts it again with no data (a restore from scratch: revisions start over).
+    pub fn restart_empty(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(self.data_dir());
+        self.restart();
+    }
 }
 
 impl Drop for EtcdServer {
