@@ -37,6 +37,8 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Draining<A> {
         session: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        // One call serves a downstream connection (all its keep-alive requests).
+        let _open = crate::metrics::ConnectionGuard::new();
         self.inner.process_new(session, shutdown).await
     }
 

@@ -37,6 +37,49 @@ pub fn record_reload(success: bool) {
     }
 }
 
+static CONNECTIONS: LazyLock<Option<(IntGauge, prometheus::IntCounter)>> = LazyLock::new(|| {
+    Some((
+        register_int_gauge!(
+            "gatehouse_downstream_connections",
+            "Client connections open now."
+        )
+        .ok()?,
+        prometheus::register_int_counter!(
+            "gatehouse_downstream_connections_total",
+            "Client connections accepted."
+        )
+        .ok()?,
+    ))
+});
+
+/// Counts one open client connection until dropped.
+pub struct ConnectionGuard(());
+
+impl ConnectionGuard {
+    /// A connection was accepted.
+    pub fn new() -> Self {
+        if let Some((open, total)) = CONNECTIONS.as_ref() {
+            open.inc();
+            total.inc();
+        }
+        ConnectionGuard(())
+    }
+}
+
+impl Default for ConnectionGuard {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        if let Some((open, _)) = CONNECTIONS.as_ref() {
+            open.dec();
+        }
+    }
+}
+
 static NODE_HEALTHY: LazyLock<Option<prometheus::IntGaugeVec>> = LazyLock::new(|| {
     prometheus::register_int_gauge_vec!(
         "gatehouse_upstream_node_healthy",

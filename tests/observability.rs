@@ -156,6 +156,9 @@ async fn prometheus_metrics_are_bounded_and_parse() {
         value(&s, "gatehouse_http_requests_in_flight", &[("route", "api")]),
         Some(0.0)
     );
+    // Client connections: the scrape client's pooled connection may still be open.
+    assert!(value(&s, "gatehouse_downstream_connections_total", &[]).unwrap() >= 1.0);
+    assert!(value(&s, "gatehouse_downstream_connections", &[]).is_some());
 
     // Rate-limit refusals are counted per route.
     gw.write_config(&y.replace(
