@@ -116,11 +116,38 @@ pub fn status_label(status: u16) -> &'static str {
     }
 }
 
+/// The per-route series, resolved once per route (not per request): a label lookup hashes
+/// its values and takes a lock, which is what a request should not pay five times.
+struct RouteHandles {
+    in_flight: prometheus::IntGauge,
+    duration: prometheus::Histogram,
+    upstream_duration: prometheus::Histogram,
+    bytes_in: prometheus::IntCounter,
+    bytes_out: prometheus::IntCounter,
+}
+
+impl RouteHandles {
+    fn new(m: &RequestMetrics, route: &str) -> Self {
+        RouteHandles {
+            in_flight: m.in_flight.with_label_values(&[route]),
+            duration: m.duration.with_label_values(&[route]),
+            upstream_duration: m.upstream_duration.with_label_values(&[route]),
+            bytes_in: m.bytes_in.with_label_values(&[route]),
+            bytes_out: m.bytes_out.with_label_values(&[route]),
+        }
+    }
+}
+
+/// This request's route handles, with its in-flight count taken.
 #[derive(Clone)]
-struct InFlight(prometheus::IntGauge);
+struct Tracked(std::sync::Arc<RouteHandles>);
 
 /// The `prometheus` plugin.
-pub struct Prometheus;
+pub struct Prometheus {
+    /// Route id → its series. Route ids are bounded by the config, and the map is rebuilt
+    /// with the plugin at every config load.
+    routes: dashmap::DashMap<std::sync::Arc<str>, std::sync::Arc<RouteHandles>>,
+}
 
 /// Priority of `prometheus`: first in, so that in-flight counts cover the whole chain.
 pub const PRIORITY: i32 = 13000;
@@ -133,7 +160,9 @@ pub fn factory() -> impl crate::PluginFactory {
                 "the request metrics could not be registered (a metric with the same name exists)",
             ));
         }
-        Ok(Prometheus)
+        Ok(Prometheus {
+            routes: dashmap::DashMap::new(),
+        })
     })
 }
 
@@ -161,9 +190,20 @@ impl Plugin for Prometheus {
         ctx: &mut RequestContext,
     ) -> crate::Result<crate::Flow> {
         if let Some(m) = METRICS.as_ref() {
-            let g = m.in_flight.with_label_values(&[route_label(ctx)]);
-            g.inc();
-            ctx.set_state(InFlight(g));
+            let route: std::sync::Arc<str> = ctx
+                .route_id
+                .clone()
+                .unwrap_or_else(|| std::sync::Arc::from(NO_ROUTE));
+            let handles = match self.routes.get(&route) {
+                Some(h) => h.clone(),
+                None => self
+                    .routes
+                    .entry(route.clone())
+                    .or_insert_with(|| std::sync::Arc::new(RouteHandles::new(m, &route)))
+                    .clone(),
+            };
+            handles.in_flight.inc();
+            ctx.set_state(Tracked(handles));
         }
         Ok(crate::Flow::Continue)
     }
@@ -172,9 +212,15 @@ impl Plugin for Prometheus {
         let Some(m) = METRICS.as_ref() else {
             return;
         };
-        if let Some(InFlight(g)) = ctx.take_state::<InFlight>() {
-            g.dec();
-        }
+        let handles = match ctx.take_state::<Tracked>() {
+            Some(Tracked(h)) => {
+                h.in_flight.dec();
+                h
+            }
+            // The request hook did not run (a plugin earlier in a narrower chain answered
+            // before it): resolve the handles now.
+            None => std::sync::Arc::new(RouteHandles::new(m, route_label(ctx))),
+        };
         let route = route_label(ctx);
         let service = ctx.service_id.as_deref().unwrap_or("");
         m.requests
@@ -185,23 +231,17 @@ impl Plugin for Prometheus {
                 status_label(status),
             ])
             .inc();
-        m.duration
-            .with_label_values(&[route])
+        handles
+            .duration
             .observe(ctx.started.elapsed().as_secs_f64());
         if let Some(t) = ctx.upstream_response_time {
-            m.upstream_duration
-                .with_label_values(&[route])
-                .observe(t.as_secs_f64());
+            handles.upstream_duration.observe(t.as_secs_f64());
         }
         if ctx.request_body_bytes > 0 {
-            m.bytes_in
-                .with_label_values(&[route])
-                .inc_by(ctx.request_body_bytes);
+            handles.bytes_in.inc_by(ctx.request_body_bytes);
         }
         if ctx.response_body_bytes > 0 {
-            m.bytes_out
-                .with_label_values(&[route])
-                .inc_by(ctx.response_body_bytes);
+            handles.bytes_out.inc_by(ctx.response_body_bytes);
         }
     }
 }
