@@ -124,7 +124,7 @@ impl ConfigManager {
     }
 
     fn swap(&self, snapshot: Snapshot, trigger: &str) {
-        if snapshot.config.listeners != self.started_listeners {
+        if !same_sockets(&snapshot.config.listeners, &self.started_listeners) {
             log::warn!(
                 "config reload ({trigger}): the listeners changed; listeners are only \
                  (re)bound at start: run a binary upgrade (`gatehouse -u`, see docs/operations.md) \
@@ -464,4 +464,19 @@ impl BackgroundService for ReloadService {
             }
         }
     }
+}
+
+/// Whether two listener lists bind the same sockets the same way. Certificates are left out:
+/// they are read from the live snapshot at each handshake.
+fn same_sockets(
+    a: &[crate::config::model::Listener],
+    b: &[crate::config::model::Listener],
+) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(x, y)| {
+            x.name == y.name
+                && x.address == y.address
+                && x.protocol == y.protocol
+                && x.http2 == y.http2
+        })
 }

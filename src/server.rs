@@ -10,7 +10,7 @@ use crate::proxy::GatewayProxy;
 use crate::reload::{ConfigManager, ReloadService};
 use crate::snapshot::Snapshot;
 use crate::state::LiveState;
-use crate::tls::CertificateStore;
+use crate::tls::LiveCertificates;
 use crate::upstream::health::HealthService;
 use gatehouse_plugins::{PluginFactory, PluginRegistry, SharedServices};
 use pingora_core::apps::HttpServerOptions;
@@ -233,14 +233,11 @@ fn add_proxy_services(
             }
             ListenerProtocol::Http => main.add_tcp(&l.address),
             ListenerProtocol::Https => {
-                let pairs = l
-                    .tls
-                    .as_ref()
-                    .map(|t| t.certificates.as_slice())
-                    .unwrap_or(&[]);
-                let store = CertificateStore::load(pairs, Path::new("."))
-                    .map_err(|(j, m)| format!("listeners[{i}].tls.certificates[{j}]: {m}"))?;
-                let mut settings = TlsSettings::with_callbacks(Box::new(store))
+                let certificates =
+                    LiveCertificates::new(state.clone(), &l.address).ok_or_else(|| {
+                        format!("listeners[{i}]: no certificates were loaded for this listener")
+                    })?;
+                let mut settings = TlsSettings::with_callbacks(Box::new(certificates))
                     .map_err(|e| format!("listeners[{i}]: TLS setup failed: {e}"))?;
                 if l.http2 {
                     settings.enable_h2();

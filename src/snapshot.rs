@@ -7,7 +7,7 @@ use crate::config::model::{Config, HeaderMatch, ListenerProtocol, PluginMap, Rou
 use crate::config::ConfigError;
 use crate::router::tree::{parse_pattern, Pattern};
 use crate::router::{RouteKey, Router, Verdict};
-use crate::tls::CertificateStore;
+use crate::tls::{Certificate, CertificateStore};
 use crate::upstream::UpstreamPool;
 use gatehouse_plugins::{BuildEnv, Consumer, PluginRegistry, SharedServices};
 use http::{HeaderName, HeaderValue, Method};
@@ -94,6 +94,8 @@ pub struct Snapshot {
     /// Plugins configured on consumers (`consumers[].plugins`), by consumer id. They join a
     /// request's chain once an auth plugin identified the consumer.
     pub consumer_plugins: HashMap<String, Vec<Scoped>>,
+    /// The certificates of each https listener, by listener address.
+    pub certificates: HashMap<String, Arc<CertificateStore>>,
 }
 
 fn check_unique<'a>(
@@ -277,7 +279,12 @@ impl Snapshot {
             "consumers",
             config.consumers.iter().map(|c| c.id.as_str()),
         )?;
-        validate_listeners(&config, base_dir)?;
+        check_unique(
+            "certificate",
+            "certificates",
+            config.certificates.iter().map(|c| c.id.as_str()),
+        )?;
+        let certificates = validate_listeners(&config, base_dir)?;
 
         // Upstreams.
         let mut upstreams = HashMap::new();
@@ -463,6 +470,7 @@ impl Snapshot {
             global_chain,
             consumers,
             consumer_plugins,
+            certificates,
         })
     }
 
@@ -484,7 +492,77 @@ pub fn parse_ip_or_net(s: &str) -> Result<ipnet::IpNet, String> {
         .map_err(|_| format!("`{s}` is not an IP address or CIDR range"))
 }
 
-fn validate_listeners(config: &Config, base_dir: &Path) -> Result<(), ConfigError> {
+/// Loads the shared `certificates` and each https listener's own, and builds each https
+/// listener's store.
+fn load_certificates(
+    config: &Config,
+    base_dir: &Path,
+) -> Result<HashMap<String, Arc<CertificateStore>>, ConfigError> {
+    let mut shared = Vec::with_capacity(config.certificates.len());
+    for (j, c) in config.certificates.iter().enumerate() {
+        let at = format!("certificates[{j}]");
+        for (k, name) in c.snis.iter().enumerate() {
+            let plain = name.strip_prefix("*.").unwrap_or(name);
+            if plain.is_empty() || !plain.split('.').all(valid_label) {
+                return Err(ConfigError::at(
+                    format!("{at}.snis[{k}]"),
+                    format!("`{name}` is not a host name; expected e.g. `api.example.com` or `*.example.com`"),
+                ));
+            }
+        }
+        let cert =
+            Certificate::load(&c.pair(), &c.snis, base_dir).map_err(|m| ConfigError::at(at, m))?;
+        shared.push(Arc::new(cert));
+    }
+    let mut stores = HashMap::new();
+    for (i, l) in config.listeners.iter().enumerate() {
+        let at = format!("listeners[{i}]");
+        match (l.protocol, &l.tls) {
+            (ListenerProtocol::Http, Some(_)) => {
+                return Err(ConfigError::at(
+                    format!("{at}.tls"),
+                    "only used with `protocol: https`",
+                ))
+            }
+            (ListenerProtocol::Http, None) => continue,
+            (ListenerProtocol::Https, tls) => {
+                let own = tls
+                    .as_ref()
+                    .map(|t| t.certificates.as_slice())
+                    .unwrap_or_default();
+                let mut certs = Vec::with_capacity(own.len() + shared.len());
+                for (j, pair) in own.iter().enumerate() {
+                    let cert = Certificate::load(pair, &[], base_dir)
+                        .map_err(|m| ConfigError::at(format!("{at}.tls.certificates[{j}]"), m))?;
+                    certs.push(Arc::new(cert));
+                }
+                certs.extend(shared.iter().cloned());
+                let store = CertificateStore::new(certs).ok_or_else(|| {
+                    ConfigError::at(
+                        format!("{at}.tls.certificates"),
+                        "an https listener needs a certificate: list one here or in the \
+                         top-level `certificates`",
+                    )
+                })?;
+                stores.insert(l.address.clone(), Arc::new(store));
+            }
+        }
+    }
+    Ok(stores)
+}
+
+fn valid_label(label: &str) -> bool {
+    !label.is_empty()
+        && label.len() <= 63
+        && label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn validate_listeners(
+    config: &Config,
+    base_dir: &Path,
+) -> Result<HashMap<String, Arc<CertificateStore>>, ConfigError> {
     if config.listeners.is_empty() {
         return Err(ConfigError::at(
             "listeners",
@@ -516,25 +594,6 @@ fn validate_listeners(config: &Config, base_dir: &Path) -> Result<(), ConfigErro
                 format!("address {} is used by two listeners", l.address),
             ));
         }
-        match (l.protocol, &l.tls) {
-            (ListenerProtocol::Https, None) => {
-                return Err(ConfigError::at(
-                    format!("{at}.tls"),
-                    "an https listener needs `tls.certificates`",
-                ))
-            }
-            (ListenerProtocol::Http, Some(_)) => {
-                return Err(ConfigError::at(
-                    format!("{at}.tls"),
-                    "only used with `protocol: https`",
-                ))
-            }
-            (ListenerProtocol::Https, Some(tls)) => {
-                CertificateStore::load(&tls.certificates, base_dir)
-                    .map_err(|(j, m)| ConfigError::at(format!("{at}.tls.certificates[{j}]"), m))?;
-            }
-            (ListenerProtocol::Http, None) => {}
-        }
     }
     if let Some(admin) = &config.admin {
         if admin.api_key.is_empty() {
@@ -560,5 +619,5 @@ fn validate_listeners(config: &Config, base_dir: &Path) -> Result<(), ConfigErro
             }
         }
     }
-    Ok(())
+    load_certificates(config, base_dir)
 }

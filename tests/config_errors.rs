@@ -161,7 +161,15 @@ fn bad_method() {
 fn https_listener_without_certificates() {
     refused(
         "listeners:\n  - { name: main, address: '127.0.0.1:8443', protocol: https }\n",
-        "listeners[0].tls: an https listener needs `tls.certificates`",
+        "listeners[0].tls.certificates: an https listener needs a certificate: list one here or in the top-level `certificates`",
+    );
+    refused(
+        "listeners:\n  - { name: main, address: '127.0.0.1:8443', protocol: https }\ncertificates:\n  - { id: a, cert: /nope.pem, key: /nope.key }\n  - { id: a, cert: /nope.pem, key: /nope.key }\n",
+        "certificates[1].id: duplicate certificate id \"a\"",
+    );
+    refused(
+        "listeners:\n  - { name: main, address: '127.0.0.1:8443', protocol: https }\ncertificates:\n  - { id: a, cert: /nope.pem, key: /nope.key }\n",
+        "certificates[0]: cannot read /nope.pem: No such file or directory (os error 2)",
     );
     refused(
         "listeners:\n  - { name: main, address: '127.0.0.1:8443', protocol: https, tls: { certificates: [{cert: /nope.pem, key: /nope.key}] } }\n",

@@ -292,3 +292,156 @@ async fn upstream_tls_with_sni_custom_ca_and_verification() {
     assert_eq!(get("/wrong-name").await.0, 502);
     drop(backend);
 }
+
+/// Top-level certificates edited through the admin API serve the next handshake, with no
+/// restart: added (inline PEM), re-pointed with `snis`, removed, and a file rotated and
+/// reloaded. Inline private keys never leave the gateway.
+#[tokio::test(flavor = "multi_thread")]
+async fn certificates_through_the_admin_api_and_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = make_cert(dir.path(), "a.test");
+    let port = free_port();
+    let admin_port = free_port();
+    let y = format!(
+        "listeners:\n  - {{ name: tls, address: 127.0.0.1:{port}, protocol: https }}\n\
+         admin: {{ address: 127.0.0.1:{admin_port}, api_key: k }}\n\
+         certificates:\n  - {{ id: a, cert: {}, key: {} }}\n\
+         routes:\n  - {{ id: hello, paths: [/], plugins: {{ mock: {{ body: secure }} }} }}\n",
+        a.cert_path, a.key_path
+    );
+    let gw = GatewayProcess::start(&y, port);
+    support::gateway::wait_for_tcp(admin_port).await;
+    let probe = |sni: &'static str| tokio::task::spawn_blocking(move || tls_probe(port, sni).0);
+    assert_eq!(probe("a.test").await.unwrap(), vec!["a.test"]);
+
+    let c = client();
+    let admin = |path: &str| format!("http://127.0.0.1:{admin_port}{path}");
+    let b = rcgen::generate_simple_self_signed(vec!["b.test".to_string()]).unwrap();
+    let (b_cert, b_key) = (b.cert.pem(), b.key_pair.serialize_pem());
+    let r = c
+        .post(admin("/certificates"))
+        .header("x-api-key", "k")
+        .json(&serde_json::json!({ "id": "b", "cert": b_cert, "key": b_key }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    assert_eq!(probe("b.test").await.unwrap(), vec!["b.test"]);
+    assert_eq!(probe("a.test").await.unwrap(), vec!["a.test"]);
+
+    // The inline key is redacted; sending the document back keeps it.
+    let got: serde_json::Value = c
+        .get(admin("/certificates/b"))
+        .header("x-api-key", "k")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(got["key"], "<redacted>");
+    assert_eq!(got["cert"], b_cert.as_str());
+    let listed = c
+        .get(admin("/config"))
+        .header("x-api-key", "k")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!listed.contains("PRIVATE KEY"), "{listed}");
+    let mut edited = got.clone();
+    edited["snis"] = serde_json::json!(["c.test", "*.wild.test"]);
+    let r = c
+        .put(admin("/certificates/b"))
+        .header("x-api-key", "k")
+        .json(&edited)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    // `snis` decides the names now; b.test falls to the default (a).
+    assert_eq!(probe("c.test").await.unwrap(), vec!["b.test"]);
+    assert_eq!(probe("x.wild.test").await.unwrap(), vec!["b.test"]);
+    assert_eq!(probe("b.test").await.unwrap(), vec!["a.test"]);
+    let saved = std::fs::read_to_string(&gw.config_path).unwrap();
+    assert!(saved.contains("c.test") && saved.contains("PRIVATE KEY"));
+
+    // Bad input is refused with the key path, and the running certificates stay.
+    for (body, expect) in [
+        (
+            serde_json::json!({ "id": "bad", "cert": "-----BEGIN CERTIFICATE-----\nnope\n-----END CERTIFICATE-----\n", "key": b_key }),
+            "certificates[2]",
+        ),
+        (
+            serde_json::json!({ "id": "mismatch", "cert": a.pem, "key": b_key }),
+            "is not the key of",
+        ),
+        (
+            serde_json::json!({ "id": "redacted", "cert": b_cert, "key": "<redacted>" }),
+            "send the PEM key",
+        ),
+        (
+            serde_json::json!({ "id": "names", "cert": b_cert, "key": b_key, "snis": ["bad name"] }),
+            "snis[0]",
+        ),
+    ] {
+        let r = c
+            .post(admin("/certificates"))
+            .header("x-api-key", "k")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400);
+        let text = r.text().await.unwrap();
+        assert!(text.contains(expect), "{expect}: {text}");
+    }
+
+    // Removing one leaves the other as the default; removing the last is refused.
+    let r = c
+        .delete(admin("/certificates/a"))
+        .header("x-api-key", "k")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(probe("a.test").await.unwrap(), vec!["b.test"]);
+    let r = c
+        .delete(admin("/certificates/b"))
+        .header("x-api-key", "k")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r
+        .text()
+        .await
+        .unwrap()
+        .contains("an https listener needs a certificate"));
+    assert_eq!(probe("c.test").await.unwrap(), vec!["b.test"]);
+
+    // A certificate file renewed in place is served after a reload.
+    let renewed_dir = tempfile::tempdir().unwrap();
+    let renewed = make_cert(renewed_dir.path(), "renewed.test");
+    let r = c
+        .post(admin("/certificates"))
+        .header("x-api-key", "k")
+        .json(&serde_json::json!({ "id": "file", "cert": a.cert_path, "key": a.key_path, "snis": ["file.test"] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(probe("file.test").await.unwrap(), vec!["a.test"]);
+    std::fs::copy(&renewed.cert_path, &a.cert_path).unwrap();
+    std::fs::copy(&renewed.key_path, &a.key_path).unwrap();
+    let r = c
+        .post(admin("/reload"))
+        .header("x-api-key", "k")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(probe("file.test").await.unwrap(), vec!["renewed.test"]);
+}

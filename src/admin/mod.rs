@@ -1,6 +1,6 @@
 //! The admin API: a separate listener (127.0.0.1 by default) serving health/readiness, the
-//! live config, and REST CRUD over routes, services, upstreams, consumers and global
-//! plugins. Every change goes through [`ConfigManager::apply`]: the same validation as the
+//! live config, and REST CRUD over routes, services, upstreams, consumers, certificates and
+//! global plugins. Every change goes through [`ConfigManager::apply`]: the same validation as the
 //! file, saved to the file (with `config_source: etcd`, written to etcd for every node; see
 //! docs/cluster.md), swapped atomically. See docs/operations.md and docs/admin-api.yaml.
 
@@ -154,10 +154,11 @@ impl AdminApi {
             Ok(o) => o,
             Err(e) => return edit_error(e),
         };
-        let config = match resources::from_document(doc) {
+        let mut config = match resources::from_document(doc) {
             Ok(c) => c,
             Err(e) => return config_error(e),
         };
+        resources::restore_redacted(&mut config, &current);
         match self.manager.apply(config, true).await {
             Ok(()) => match outcome {
                 Edit::Created => (StatusCode::CREATED, json!({ "result": "created" })),
@@ -230,13 +231,7 @@ impl AdminApi {
                         Err(e) => return config_error(e),
                     }
                 };
-                if let (Some(new), Some(live)) =
-                    (config.admin.as_mut(), snapshot.config.admin.as_ref())
-                {
-                    if new.api_key == resources::REDACTED {
-                        new.api_key = live.api_key.clone();
-                    }
-                }
+                resources::restore_redacted(&mut config, &snapshot.config);
                 match self.manager.apply(config, true).await {
                     Ok(()) => (StatusCode::OK, json!({ "result": "updated" })),
                     Err(e) => apply_error(e),
@@ -314,10 +309,13 @@ impl AdminApi {
                 let collection = collection.to_string();
                 match m {
                     Method::GET => match resources::to_document(&snapshot.config) {
-                        Ok(doc) => (
-                            StatusCode::OK,
-                            doc.get(&collection).cloned().unwrap_or(json!([])),
-                        ),
+                        Ok(mut doc) => {
+                            resources::redact(&mut doc);
+                            (
+                                StatusCode::OK,
+                                doc.get(&collection).cloned().unwrap_or(json!([])),
+                            )
+                        }
                         Err(e) => edit_error(e),
                     },
                     Method::POST => {
@@ -340,7 +338,10 @@ impl AdminApi {
                 let (collection, id) = (collection.to_string(), id.to_string());
                 match m {
                     Method::GET => match resources::to_document(&snapshot.config) {
-                        Ok(mut doc) => match resources::get(&mut doc, &collection, &id) {
+                        Ok(mut doc) => match {
+                            resources::redact(&mut doc);
+                            resources::get(&mut doc, &collection, &id)
+                        } {
                             Ok(v) => (StatusCode::OK, v),
                             Err(e) => edit_error(e),
                         },

@@ -1,13 +1,20 @@
 //! The admin API's resources as edits of the config document: each collection (`routes`,
-//! `services`, `upstreams`, `consumers`) is an array of objects with an `id`, edited as JSON
+//! `services`, `upstreams`, `consumers`, `certificates`) is an array of objects with an `id`, edited as JSON
 //! and turned back into a typed [`Config`] with the same key-path errors as the file.
 
 use crate::config::model::Config;
 use crate::config::ConfigError;
+use crate::tls::is_inline_pem;
 use serde_json::Value;
 
 /// The collections the admin API serves, as named in the config file.
-pub const COLLECTIONS: [&str; 4] = ["routes", "services", "upstreams", "consumers"];
+pub const COLLECTIONS: [&str; 5] = [
+    "routes",
+    "services",
+    "upstreams",
+    "consumers",
+    "certificates",
+];
 
 /// What an edit did.
 #[derive(Debug, PartialEq, Eq)]
@@ -29,14 +36,66 @@ pub enum EditError {
     Invalid(String),
 }
 
-/// Written in place of the admin API key in `GET /config`; a config sent back with it keeps
-/// the key that is live.
+/// Written in place of secrets (the admin API key, inline private keys) in documents shown
+/// to a client; a document sent back with it keeps the secret that is live.
 pub const REDACTED: &str = "<redacted>";
 
-/// Hides the admin API key in a config document shown to a client.
+/// Hides the admin API key and inline PEM private keys in a config document shown to a
+/// client. Key file names are not secret and stay.
 pub fn redact(doc: &mut Value) {
     if let Some(key) = doc.pointer_mut("/admin/api_key") {
         *key = Value::String(REDACTED.to_string());
+    }
+    let hide_key = |cert: &mut Value| {
+        if let Some(key) = cert.get_mut("key") {
+            if key.as_str().is_some_and(is_inline_pem) {
+                *key = Value::String(REDACTED.to_string());
+            }
+        }
+    };
+    if let Some(certs) = doc.get_mut("certificates").and_then(Value::as_array_mut) {
+        certs.iter_mut().for_each(hide_key);
+    }
+    if let Some(listeners) = doc.get_mut("listeners").and_then(Value::as_array_mut) {
+        for l in listeners {
+            if let Some(pairs) = l
+                .pointer_mut("/tls/certificates")
+                .and_then(Value::as_array_mut)
+            {
+                pairs.iter_mut().for_each(hide_key);
+            }
+        }
+    }
+}
+
+/// Puts the live secrets back where `config` (sent by a client) holds [`REDACTED`]: the
+/// admin API key, and private keys of certificates with the same id (top level) or the same
+/// certificate on the same listener.
+pub fn restore_redacted(config: &mut Config, live: &Config) {
+    if let (Some(new), Some(old)) = (config.admin.as_mut(), live.admin.as_ref()) {
+        if new.api_key == REDACTED {
+            new.api_key = old.api_key.clone();
+        }
+    }
+    for cert in config.certificates.iter_mut().filter(|c| c.key == REDACTED) {
+        if let Some(old) = live.certificates.iter().find(|o| o.id == cert.id) {
+            cert.key = old.key.clone();
+        }
+    }
+    for listener in &mut config.listeners {
+        let old = live
+            .listeners
+            .iter()
+            .find(|o| o.name == listener.name)
+            .and_then(|o| o.tls.as_ref());
+        let (Some(tls), Some(old)) = (listener.tls.as_mut(), old) else {
+            continue;
+        };
+        for pair in tls.certificates.iter_mut().filter(|p| p.key == REDACTED) {
+            if let Some(o) = old.certificates.iter().find(|o| o.cert == pair.cert) {
+                pair.key = o.key.clone();
+            }
+        }
     }
 }
 

@@ -210,12 +210,13 @@ pub fn etcd_source(config: &Config) -> Result<Option<ConfigSource>, ConfigError>
 /// Sections each node keeps in its own file.
 pub const NODE_SECTIONS: [&str; 5] = ["server", "listeners", "admin", "metrics", "config_source"];
 /// Sections stored in etcd.
-pub const SHARED_SECTIONS: [&str; 5] = [
+pub const SHARED_SECTIONS: [&str; 6] = [
     "upstreams",
     "services",
     "routes",
     "consumers",
     "global_plugins",
+    "certificates",
 ];
 
 fn node_sections_set(c: &Config) -> Vec<&'static str> {
@@ -240,6 +241,7 @@ fn shared_sections_set(c: &Config) -> Vec<&'static str> {
         !c.routes.is_empty(),
         !c.consumers.is_empty(),
         !c.global_plugins.is_empty(),
+        !c.certificates.is_empty(),
     ];
     SHARED_SECTIONS
         .iter()

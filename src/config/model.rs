@@ -38,6 +38,10 @@ pub struct Config {
     /// API consumers and their credentials.
     #[serde(default)]
     pub consumers: Vec<ConsumerSpec>,
+    /// Certificates served on every https listener, after the listener's own; editable
+    /// through the admin API and swapped on reload like routes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub certificates: Vec<CertificateSpec>,
     /// Plugins run on every route.
     #[serde(default)]
     pub global_plugins: PluginMap,
@@ -81,18 +85,45 @@ pub enum ListenerProtocol {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListenerTls {
-    /// Certificate/key pairs, picked by SNI; the first is the default.
+    /// Certificate/key pairs, picked by SNI; the first is the default. May be empty when
+    /// top-level `certificates` exist.
+    #[serde(default)]
     pub certificates: Vec<CertificatePair>,
 }
 
-/// One certificate and its key, as PEM files.
+/// One certificate and its key: each a PEM file path or inline PEM text.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CertificatePair {
-    /// PEM certificate chain file.
+    /// PEM certificate chain: a file, or the PEM text itself.
     pub cert: String,
-    /// PEM private key file.
+    /// PEM private key: a file, or the PEM text itself.
     pub key: String,
+}
+
+/// `certificates[]`: a certificate shared by every https listener.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateSpec {
+    /// Unique id (the admin API's key).
+    pub id: String,
+    /// PEM certificate chain: a file, or the PEM text itself.
+    pub cert: String,
+    /// PEM private key: a file, or the PEM text itself.
+    pub key: String,
+    /// Host names it serves (`*.example.com` allowed); default: the certificate's DNS names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub snis: Vec<String>,
+}
+
+impl CertificateSpec {
+    /// The certificate and key as a pair.
+    pub fn pair(&self) -> CertificatePair {
+        CertificatePair {
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+        }
+    }
 }
 
 /// `admin`.
