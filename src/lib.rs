@@ -23,6 +23,11 @@
 //! A config is parsed ([`config`]), compiled ([`snapshot`]) and swapped in whole; a bad
 //! config never replaces a good one.
 
+/// The allocator: see the `mimalloc` feature in Cargo.toml.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub mod admin;
 pub mod cache;
 pub mod chain;

@@ -21,6 +21,22 @@ static CONFIG_LAST_SUCCESS: LazyLock<Option<IntGauge>> = LazyLock::new(|| {
     .ok()
 });
 
+static CONFIG_RELOAD_SECONDS: LazyLock<Option<prometheus::Histogram>> = LazyLock::new(|| {
+    prometheus::register_histogram!(
+        "gatehouse_config_reload_duration_seconds",
+        "Time from reading a new config to serving it (parse, check, compile, swap).",
+        vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]
+    )
+    .ok()
+});
+
+/// Records how long a successful reload took.
+pub fn record_reload_duration(took: std::time::Duration) {
+    if let Some(h) = CONFIG_RELOAD_SECONDS.as_ref() {
+        h.observe(took.as_secs_f64());
+    }
+}
+
 /// Counts a reload attempt.
 pub fn record_reload(success: bool) {
     if let Some(c) = CONFIG_RELOADS.as_ref() {

@@ -123,7 +123,9 @@ impl ConfigManager {
         Ok(snapshot)
     }
 
-    fn swap(&self, snapshot: Snapshot, trigger: &str) {
+    /// Makes `snapshot` live. `since` is when the change began (read or received), for the
+    /// log and `gatehouse_config_reload_duration_seconds`.
+    fn swap(&self, snapshot: Snapshot, trigger: &str, since: Instant) {
         if !same_sockets(&snapshot.config.listeners, &self.started_listeners) {
             log::warn!(
                 "config reload ({trigger}): the listeners changed; listeners are only \
@@ -131,9 +133,15 @@ impl ConfigManager {
                  to apply them. Routes, upstreams and plugins are live now."
             );
         }
+        let routes = snapshot.routes.len();
         self.state.store(Arc::new(snapshot));
+        let took = since.elapsed();
         metrics::record_reload(true);
-        log::info!("config reloaded ({trigger})");
+        metrics::record_reload_duration(took);
+        log::info!(
+            "config reloaded ({trigger}): {routes} routes, in {:.1} ms",
+            took.as_secs_f64() * 1000.0
+        );
     }
 
     fn failed(&self, trigger: &str, e: &dyn std::fmt::Display) {
@@ -143,6 +151,7 @@ impl ConfigManager {
 
     /// Reloads the config file. `trigger` names the cause for the log.
     pub async fn reload_file(&self, trigger: &str) -> Result<(), ConfigError> {
+        let since = Instant::now();
         if let Some(etcd) = &self.etcd {
             return self.reload_etcd(etcd, trigger).await;
         }
@@ -161,7 +170,7 @@ impl ConfigManager {
                     Ok(cfg) => match self.compile(cfg).await {
                         Ok(snapshot) => {
                             *self.applied_hash.lock().unwrap_or_else(|p| p.into_inner()) = hash;
-                            self.swap(snapshot, trigger);
+                            self.swap(snapshot, trigger, since);
                             Ok(())
                         }
                         Err(e) => Err(e.in_file(&self.path)),
@@ -190,6 +199,7 @@ impl ConfigManager {
     }
 
     async fn apply_locked(&self, config: Config, persist: bool) -> Result<(), ApplyError> {
+        let since = Instant::now();
         if let Some(etcd) = &self.etcd {
             return self.apply_to_etcd(etcd, config, persist).await;
         }
@@ -203,7 +213,7 @@ impl ConfigManager {
             *self.applied_hash.lock().unwrap_or_else(|p| p.into_inner()) =
                 content_hash(text.as_bytes());
         }
-        self.swap(snapshot, "admin API");
+        self.swap(snapshot, "admin API", since);
         Ok(())
     }
 
@@ -236,6 +246,7 @@ impl ConfigManager {
         listed: bool,
         trigger: &str,
     ) -> Result<bool, ConfigError> {
+        let since = Instant::now();
         let Some(etcd) = &self.etcd else {
             return Ok(false);
         };
@@ -270,7 +281,7 @@ impl ConfigManager {
         match compiled {
             Ok(snapshot) => {
                 etcd.set_applied(Applied { revision, hash });
-                self.swap(snapshot, trigger);
+                self.swap(snapshot, trigger, since);
                 Ok(true)
             }
             Err(e) => {
@@ -288,6 +299,7 @@ impl ConfigManager {
 
     /// `reload_file` in etcd mode: the node's file and etcd's document, read again.
     async fn reload_etcd(&self, etcd: &Arc<EtcdSource>, trigger: &str) -> Result<(), ConfigError> {
+        let since = Instant::now();
         let _guard = self.change.lock().await;
         let result = async {
             let bytes = std::fs::read(&self.path).map_err(|e| {
@@ -331,7 +343,7 @@ impl ConfigManager {
                 .map_err(at_etcd)?;
             *self.applied_hash.lock().unwrap_or_else(|p| p.into_inner()) = content_hash(&bytes);
             etcd.set_applied(applied);
-            self.swap(snapshot, trigger);
+            self.swap(snapshot, trigger, since);
             Ok(())
         }
         .await;
@@ -350,6 +362,7 @@ impl ConfigManager {
         config: Config,
         persist: bool,
     ) -> Result<(), ApplyError> {
+        let since = Instant::now();
         let config = crate::cluster::merge(&self.state.load().config, config);
         let text = crate::cluster::shared_yaml(&config).map_err(ApplyError::Persist)?;
         let snapshot = self.compile(config).await.map_err(ApplyError::Invalid)?;
@@ -373,7 +386,7 @@ impl ConfigManager {
                 }
             }
         }
-        self.swap(snapshot, "admin API");
+        self.swap(snapshot, "admin API", since);
         Ok(())
     }
 }

@@ -80,21 +80,32 @@ pub fn set_forwarded(
     tls: bool,
     original_host: Option<&str>,
 ) -> Result<()> {
+    // One formatted address serves both headers in the common case (client = TCP peer).
+    let peer_text = peer.map(|ip| ip.to_string());
     if let Some(ip) = client {
-        req.insert_header(X_REAL_IP.clone(), ip.to_string())?;
+        match (&peer_text, peer == Some(ip)) {
+            (Some(text), true) => req.insert_header(X_REAL_IP.clone(), text.as_str())?,
+            _ => req.insert_header(X_REAL_IP.clone(), ip.to_string())?,
+        };
     }
-    if let Some(ip) = peer {
-        let ip = ip.to_string();
+    if let Some(ip) = peer_text {
+        let previous = req
+            .headers
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty());
         let mut xff = String::new();
-        for prev in req.headers.get_all(&X_FORWARDED_FOR) {
-            if let Ok(p) = prev.to_str() {
-                if !p.trim().is_empty() {
-                    xff.push_str(p.trim());
-                    xff.push_str(", ");
-                }
-            }
+        for p in previous {
+            xff.push_str(p);
+            xff.push_str(", ");
         }
-        xff.push_str(&ip);
+        if xff.is_empty() {
+            xff = ip;
+        } else {
+            xff.push_str(&ip);
+        }
         req.insert_header(X_FORWARDED_FOR.clone(), xff)?;
     }
     req.insert_header(

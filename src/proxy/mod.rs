@@ -52,41 +52,21 @@ pub struct RequestState {
     consumer_chain: Option<Arc<Chain>>,
 }
 
-/// The chain a request runs, held by an owning handle so that hooks can borrow the chain
-/// while the plugin context is mutated.
-enum ChainHandle {
-    None,
-    Snapshot(Arc<Snapshot>, Option<usize>),
-    Consumer(Arc<Chain>),
-}
-
-impl ChainHandle {
-    fn get(&self) -> Option<&Chain> {
-        match self {
-            ChainHandle::None => None,
-            ChainHandle::Snapshot(s, Some(r)) => Some(&s.routes[*r].chain),
-            ChainHandle::Snapshot(s, None) => Some(&s.global_chain),
-            ChainHandle::Consumer(c) => Some(c),
-        }
-    }
-}
-
 impl RequestState {
-    fn chain_handle(&self) -> ChainHandle {
-        match (&self.consumer_chain, &self.snapshot) {
-            (Some(c), _) => ChainHandle::Consumer(c.clone()),
-            (None, Some(s)) => ChainHandle::Snapshot(s.clone(), self.route),
-            (None, None) => ChainHandle::None,
-        }
+    /// The request's chain (the route's, the consumer-joined one, or the global chain of an
+    /// unrouted request) and the plugin context, borrowed together: hooks read the chain
+    /// while they change the context.
+    fn chain_and_ctx(&mut self) -> (Option<&Chain>, &mut RequestContext) {
+        let chain = match (&self.consumer_chain, &self.snapshot) {
+            (Some(joined), _) => Some(&**joined),
+            (None, Some(s)) => Some(match self.route {
+                Some(r) => &s.routes[r].chain,
+                None => &s.global_chain,
+            }),
+            (None, None) => None,
+        };
+        (chain, &mut self.plugin)
     }
-}
-
-/// The request's chain and the plugin context, borrowed together.
-macro_rules! chain_and_ctx {
-    ($state:expr) => {{
-        let handle = $state.chain_handle();
-        (handle, &mut $state.plugin)
-    }};
 }
 
 async fn answer(
@@ -95,10 +75,9 @@ async fn answer(
     resp: gatehouse_plugins::PluginResponse,
 ) -> Result<()> {
     ctx.responded = true;
-    let (handle, plugin_ctx) = chain_and_ctx!(ctx);
+    let (chain, plugin_ctx) = ctx.chain_and_ctx();
     let empty = Chain::default();
-    let chain = handle.get().unwrap_or(&empty);
-    respond::send(session, chain, plugin_ctx, resp).await
+    respond::send(session, chain.unwrap_or(&empty), plugin_ctx, resp).await
 }
 
 /// Runs `chain`'s request hooks; the response of the first plugin that answers, if any.
@@ -344,23 +323,27 @@ impl ProxyHttp for GatewayProxy {
         end_of_stream: bool,
         ctx: &mut RequestState,
     ) -> Result<()> {
-        let (handle, plugin_ctx) = chain_and_ctx!(ctx);
-        let Some(chain) = handle.get() else {
+        let (Some(chain), plugin_ctx) = ctx.chain_and_ctx() else {
             return Ok(());
         };
+        let mut answered = None;
         for p in chain.request_body.iter() {
             if let Flow::Respond(resp) = p
                 .request_body_filter(body, end_of_stream, plugin_ctx)
                 .await?
             {
-                let status = resp.status;
-                // The rest of the upload is not read: the connection cannot be reused.
-                session.set_keepalive(None);
-                answer(session, ctx, resp).await?;
-                return Error::e_explain(ErrorType::HTTPStatus(status), "answered by a plugin");
+                answered = Some(resp);
+                break;
             }
         }
-        Ok(())
+        let Some(resp) = answered else {
+            return Ok(());
+        };
+        let status = resp.status;
+        // The rest of the upload is not read: the connection cannot be reused.
+        session.set_keepalive(None);
+        answer(session, ctx, resp).await?;
+        Error::e_explain(ErrorType::HTTPStatus(status), "answered by a plugin")
     }
 
     // The cache hooks: `proxy-cache` left its decision in the context; crate::cache acts on it.
@@ -429,8 +412,7 @@ impl ProxyHttp for GatewayProxy {
         session: &mut Session,
         ctx: &mut RequestState,
     ) -> Result<Box<HttpPeer>> {
-        let (handle, plugin_ctx) = chain_and_ctx!(ctx);
-        if let Some(chain) = handle.get() {
+        if let (Some(chain), plugin_ctx) = ctx.chain_and_ctx() {
             for p in chain.upstream_peer.iter() {
                 p.upstream_peer(session.req_header(), plugin_ctx).await?;
             }
@@ -529,8 +511,7 @@ impl ProxyHttp for GatewayProxy {
         )?;
         forward::set_consumer(upstream_request, ctx.plugin.consumer.as_deref())?;
         ctx.plugin.upstream_started = Some(std::time::Instant::now());
-        let (handle, plugin_ctx) = chain_and_ctx!(ctx);
-        if let Some(chain) = handle.get() {
+        if let (Some(chain), plugin_ctx) = ctx.chain_and_ctx() {
             for p in chain.upstream_request.iter() {
                 p.upstream_request_filter(upstream_request, plugin_ctx)
                     .await?;
@@ -554,8 +535,7 @@ impl ProxyHttp for GatewayProxy {
                 !is_gateway_failure(upstream_response.status.as_u16()),
             );
         }
-        let (handle, plugin_ctx) = chain_and_ctx!(ctx);
-        if let Some(chain) = handle.get() {
+        if let (Some(chain), plugin_ctx) = ctx.chain_and_ctx() {
             for p in chain.response.iter() {
                 p.response_filter(upstream_response, plugin_ctx).await?;
             }
@@ -570,8 +550,7 @@ impl ProxyHttp for GatewayProxy {
         end_of_stream: bool,
         ctx: &mut RequestState,
     ) -> Result<Option<std::time::Duration>> {
-        let (handle, plugin_ctx) = chain_and_ctx!(ctx);
-        if let Some(chain) = handle.get() {
+        if let (Some(chain), plugin_ctx) = ctx.chain_and_ctx() {
             for p in chain.response_body.iter() {
                 p.response_body_filter(body, end_of_stream, plugin_ctx)?;
             }
@@ -633,8 +612,7 @@ impl ProxyHttp for GatewayProxy {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         ctx.plugin.response_body_bytes = session.body_bytes_sent() as u64;
         ctx.plugin.request_body_bytes = session.body_bytes_read() as u64;
-        let (handle, plugin_ctx) = chain_and_ctx!(ctx);
-        if let Some(chain) = handle.get() {
+        if let (Some(chain), plugin_ctx) = ctx.chain_and_ctx() {
             for p in chain.logging.iter() {
                 p.logging(session.req_header(), status, plugin_ctx).await;
             }
