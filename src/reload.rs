@@ -134,7 +134,7 @@ impl ConfigManager {
             );
         }
         let routes = snapshot.routes.len();
-        self.state.store(Arc::new(snapshot));
+        self.state.replace(Arc::new(snapshot));
         let took = since.elapsed();
         metrics::record_reload(true);
         metrics::record_reload_duration(took);
@@ -196,6 +196,26 @@ impl ConfigManager {
             self.failed("admin API", e);
         }
         result
+    }
+
+    /// Applies the config `edit` makes of the live one, holding the same lock as every other
+    /// change from reading the live config to swapping in the new one, so that concurrent
+    /// edits (two admin API clients) never undo each other. `edit`'s own error comes back
+    /// as the outer `Err`, and nothing is applied.
+    pub async fn apply_edit<E>(
+        &self,
+        edit: impl FnOnce(&Config) -> Result<Config, E>,
+        persist: bool,
+    ) -> Result<Result<(), ApplyError>, E> {
+        let _guard = self.change.lock().await;
+        let current = self.state.load();
+        let config = edit(&current.config)?;
+        drop(current);
+        let result = self.apply_locked(config, persist).await;
+        if let Err(e) = &result {
+            self.failed("admin API", e);
+        }
+        Ok(result)
     }
 
     async fn apply_locked(&self, config: Config, persist: bool) -> Result<(), ApplyError> {

@@ -88,6 +88,46 @@ fn admin_config(port: u16, admin_port: u16, upstream: &str) -> String {
     )
 }
 
+/// Changes sent at the same moment are applied one after the other, each to the config the
+/// previous one left: none is lost, in the live config or in the file.
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_admin_changes_are_all_kept() {
+    let up = EchoUpstream::start("u").await;
+    let port = free_port();
+    let admin_port = free_port();
+    let gw = GatewayProcess::start(&admin_config(port, admin_port, &up.addr.to_string()), port);
+    support::gateway::wait_for_tcp(admin_port).await;
+    let c = client();
+    let url = format!("http://127.0.0.1:{admin_port}/consumers");
+    let posts = (0..20).map(|i| {
+        c.post(&url)
+            .header("x-api-key", "s3cret")
+            .json(&serde_json::json!({ "id": format!("c{i}") }))
+            .send()
+    });
+    for r in futures_util::future::join_all(posts).await {
+        assert_eq!(r.unwrap().status(), 201);
+    }
+    let listed: Vec<serde_json::Value> = c
+        .get(&url)
+        .header("x-api-key", "s3cret")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut ids: Vec<&str> = listed.iter().filter_map(|c| c["id"].as_str()).collect();
+    ids.sort_unstable();
+    let mut expected: Vec<String> = (0..20).map(|i| format!("c{i}")).collect();
+    expected.sort_unstable();
+    assert_eq!(ids, expected);
+    let saved = std::fs::read_to_string(&gw.config_path).unwrap();
+    for id in &expected {
+        assert!(saved.contains(&format!("id: {id}\n")), "{id} not saved");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn admin_api_crud_validation_and_persistence() {
     let up = EchoUpstream::start("u").await;

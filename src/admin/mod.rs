@@ -9,7 +9,6 @@ pub mod resources;
 use crate::config::{self, ConfigError};
 use crate::reload::{ApplyError, ConfigManager};
 use async_trait::async_trait;
-use bytes::Bytes;
 use http::{Method, Response, StatusCode};
 use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
@@ -144,38 +143,45 @@ impl AdminApi {
         Ok(())
     }
 
+    /// Applies `edit` to the live config document. The read, the edit and the swap happen
+    /// under the config manager's lock: concurrent changes apply one after the other.
     async fn change(&self, edit: impl FnOnce(&mut Value) -> Result<Edit, EditError>) -> Reply {
-        let current = self.manager.state().load().config.clone();
-        let mut doc = match resources::to_document(&current) {
-            Ok(d) => d,
-            Err(e) => return edit_error(e),
-        };
-        let outcome = match edit(&mut doc) {
-            Ok(o) => o,
-            Err(e) => return edit_error(e),
-        };
-        let mut config = match resources::from_document(doc) {
-            Ok(c) => c,
-            Err(e) => return config_error(e),
-        };
-        resources::restore_redacted(&mut config, &current);
-        match self.manager.apply(config, true).await {
-            Ok(()) => match outcome {
+        let mut outcome = Edit::Changed;
+        let applied = self
+            .manager
+            .apply_edit(
+                |current| {
+                    let mut doc = resources::to_document(current).map_err(edit_error)?;
+                    outcome = edit(&mut doc).map_err(edit_error)?;
+                    let mut config = resources::from_document(doc).map_err(config_error)?;
+                    resources::restore_redacted(&mut config, current);
+                    Ok::<_, Reply>(config)
+                },
+                true,
+            )
+            .await;
+        match applied {
+            Err(reply) => reply,
+            Ok(Err(e)) => apply_error(e),
+            Ok(Ok(())) => match outcome {
                 Edit::Created => (StatusCode::CREATED, json!({ "result": "created" })),
                 Edit::Changed => (StatusCode::OK, json!({ "result": "updated" })),
             },
-            Err(e) => apply_error(e),
         }
     }
 
     async fn handle(&self, session: &mut ServerSession) -> Reply {
-        let method = session.req_header().method.clone();
+        let method = match &session.req_header().method {
+            // HEAD is answered as GET; the body is left out when the answer is written.
+            m if *m == Method::HEAD => Method::GET,
+            m => m.clone(),
+        };
         let path = session.req_header().uri.path().to_string();
-        let segments: Vec<&str> = path
-            .trim_matches('/')
-            .split('/')
-            .filter(|s| !s.is_empty())
-            .collect();
+        let segments = match segments(&path) {
+            Ok(s) => s,
+            Err(reply) => return reply,
+        };
+        let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
         match (&method, segments.as_slice()) {
             (&Method::GET, ["healthz"]) => return (StatusCode::OK, json!({ "status": "ok" })),
             (&Method::GET, ["readyz"]) => {
@@ -192,6 +198,21 @@ impl AdminApi {
         }
         if let Err(reply) = self.authorize(session) {
             return reply;
+        }
+        match allowed_methods(&segments) {
+            None => {
+                return error(
+                    StatusCode::NOT_FOUND,
+                    format!("no admin resource at {path}"),
+                )
+            }
+            Some(allowed) if !allowed.split(", ").any(|m| m == method.as_str()) => {
+                return error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    format!("{path} takes {allowed}"),
+                )
+            }
+            Some(_) => {}
         }
         let yaml = session
             .req_header()
@@ -231,10 +252,20 @@ impl AdminApi {
                         Err(e) => return config_error(e),
                     }
                 };
-                resources::restore_redacted(&mut config, &snapshot.config);
-                match self.manager.apply(config, true).await {
-                    Ok(()) => (StatusCode::OK, json!({ "result": "updated" })),
-                    Err(e) => apply_error(e),
+                let applied = self
+                    .manager
+                    .apply_edit(
+                        |current| {
+                            resources::restore_redacted(&mut config, current);
+                            Ok::<_, Reply>(config)
+                        },
+                        true,
+                    )
+                    .await;
+                match applied {
+                    Err(reply) => reply,
+                    Ok(Err(e)) => apply_error(e),
+                    Ok(Ok(())) => (StatusCode::OK, json!({ "result": "updated" })),
                 }
             }
             (Method::POST, ["reload"]) => match self.manager.reload_file("admin API").await {
@@ -273,11 +304,11 @@ impl AdminApi {
                     Err(r) => return r,
                 };
                 let name = name.to_string();
-                let existed = snapshot.config.global_plugins.contains_key(&name);
                 self.change(|doc| {
                     if !doc["global_plugins"].is_object() {
                         doc["global_plugins"] = json!({});
                     }
+                    let existed = doc["global_plugins"].get(&name).is_some();
                     doc["global_plugins"][&name] = cfg;
                     Ok(if existed {
                         Edit::Changed
@@ -288,19 +319,16 @@ impl AdminApi {
                 .await
             }
             (Method::DELETE, ["global_plugins", name]) => {
-                if !snapshot.config.global_plugins.contains_key(*name) {
-                    return error(
-                        StatusCode::NOT_FOUND,
-                        format!("no global plugin \"{name}\""),
-                    );
-                }
                 let name = name.to_string();
                 let reply = self
                     .change(|doc| {
-                        if let Some(m) = doc["global_plugins"].as_object_mut() {
-                            m.remove(&name);
-                        }
-                        Ok(Edit::Changed)
+                        doc.get_mut("global_plugins")
+                            .and_then(Value::as_object_mut)
+                            .and_then(|m| m.remove(&name))
+                            .map(|_| Edit::Changed)
+                            .ok_or_else(|| {
+                                EditError::NotFound(format!("no global plugin \"{name}\""))
+                            })
                     })
                     .await;
                 no_content(reply)
@@ -328,25 +356,22 @@ impl AdminApi {
                         })
                         .await
                     }
-                    _ => error(
-                        StatusCode::METHOD_NOT_ALLOWED,
-                        "use GET or POST on a collection",
-                    ),
+                    _ => error(StatusCode::METHOD_NOT_ALLOWED, "use GET or POST"),
                 }
             }
             (m, [collection, id]) if COLLECTIONS.contains(collection) => {
                 let (collection, id) = (collection.to_string(), id.to_string());
                 match m {
-                    Method::GET => match resources::to_document(&snapshot.config) {
-                        Ok(mut doc) => match {
+                    Method::GET => {
+                        let found = resources::to_document(&snapshot.config).and_then(|mut doc| {
                             resources::redact(&mut doc);
                             resources::get(&mut doc, &collection, &id)
-                        } {
+                        });
+                        match found {
                             Ok(v) => (StatusCode::OK, v),
                             Err(e) => edit_error(e),
-                        },
-                        Err(e) => edit_error(e),
-                    },
+                        }
+                    }
                     Method::PUT => {
                         let obj = match parse_body(&body, yaml) {
                             Ok(v) => v,
@@ -359,10 +384,7 @@ impl AdminApi {
                         self.change(|doc| resources::delete(doc, &collection, &id))
                             .await,
                     ),
-                    _ => error(
-                        StatusCode::METHOD_NOT_ALLOWED,
-                        "use GET, PUT or DELETE on an object",
-                    ),
+                    _ => error(StatusCode::METHOD_NOT_ALLOWED, "use GET, PUT or DELETE"),
                 }
             }
             _ => error(
@@ -384,27 +406,66 @@ fn no_content(reply: Reply) -> Reply {
 #[async_trait]
 impl ServeHttp for AdminApi {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
-        let is_spec = session.req_header().uri.path() == "/openapi.yaml";
+        let path = session.req_header().uri.path().to_string();
+        let head = session.req_header().method == Method::HEAD;
         let (status, body) = self.handle(session).await;
-        let (content_type, bytes) = match (&body, is_spec && status == StatusCode::OK) {
-            (Value::String(s), true) => ("application/yaml", Bytes::from(s.clone()).to_vec()),
-            (Value::Null, _) if status == StatusCode::NO_CONTENT => {
-                ("application/json", Vec::new())
-            }
-            _ => (
-                "application/json",
-                serde_json::to_vec(&body).unwrap_or_default(),
-            ),
-        };
-        let mut builder = Response::builder()
-            .status(status)
-            .header(http::header::CONTENT_TYPE, content_type)
-            .header(http::header::CONTENT_LENGTH, bytes.len());
+        let resource = segments(&path).unwrap_or_default();
+        let resource: Vec<&str> = resource.iter().map(String::as_str).collect();
+        let is_spec = resource == ["openapi.yaml"] && status == StatusCode::OK;
+        let mut builder = Response::builder().status(status);
         if status == StatusCode::UNAUTHORIZED {
             builder = builder.header(http::header::WWW_AUTHENTICATE, "X-API-Key");
         }
+        if status == StatusCode::METHOD_NOT_ALLOWED {
+            if let Some(allowed) = allowed_methods(&resource) {
+                builder = builder.header(http::header::ALLOW, allowed);
+            }
+        }
+        // A 204 has neither a body nor a Content-Length (RFC 9110 §8.6).
+        if status == StatusCode::NO_CONTENT {
+            return builder
+                .body(Vec::new())
+                .unwrap_or_else(|_| Response::new(Vec::new()));
+        }
+        let (content_type, bytes) = match body {
+            Value::String(s) if is_spec => ("application/yaml", s.into_bytes()),
+            other => (
+                "application/json",
+                serde_json::to_vec(&other).unwrap_or_default(),
+            ),
+        };
+        builder = builder
+            .header(http::header::CONTENT_TYPE, content_type)
+            .header(http::header::CONTENT_LENGTH, bytes.len());
         builder
-            .body(bytes)
+            .body(if head { Vec::new() } else { bytes })
             .unwrap_or_else(|_| Response::new(Vec::new()))
     }
+}
+
+/// The path's segments, percent-decoded (`/consumers/a%20b` is the consumer `a b`).
+fn segments(path: &str) -> Result<Vec<String>, Reply> {
+    path.split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8()
+                .map(|d| d.into_owned())
+                .map_err(|_| error(StatusCode::BAD_REQUEST, "the path is not UTF-8"))
+        })
+        .collect()
+}
+
+/// The methods a resource takes (for dispatch and the `Allow` header); `None`: no such
+/// resource.
+fn allowed_methods(segments: &[&str]) -> Option<&'static str> {
+    Some(match segments {
+        ["healthz"] | ["readyz"] | ["openapi.yaml"] => "GET, HEAD",
+        ["config"] | ["global_plugins"] => "GET, HEAD, PUT",
+        ["reload"] => "POST",
+        ["global_plugins", _] => "GET, HEAD, PUT, DELETE",
+        [c] if COLLECTIONS.contains(c) => "GET, HEAD, POST",
+        [c, _] if COLLECTIONS.contains(c) => "GET, HEAD, PUT, DELETE",
+        _ => return None,
+    })
 }

@@ -148,10 +148,15 @@ pub fn put(
     let obj = body
         .as_object_mut()
         .ok_or_else(|| EditError::Invalid("the request body must be an object".into()))?;
-    match obj.get("id").and_then(Value::as_str) {
-        Some(body_id) if body_id != id => {
+    match obj.get("id") {
+        Some(Value::String(body_id)) if body_id != id => {
             return Err(EditError::Invalid(format!(
                 "id: the body's id \"{body_id}\" differs from the id in the URL \"{id}\""
+            )))
+        }
+        Some(v) if !v.is_string() => {
+            return Err(EditError::Invalid(format!(
+                "id: invalid type: expected a string, found {v}"
             )))
         }
         _ => {
