@@ -198,6 +198,7 @@ const MAX_TOKEN_LEN: usize = 16 * 1024;
 
 /// The factory for `jwt-auth`.
 pub fn factory() -> impl crate::PluginFactory {
+    super::jwt_crypto::install();
     TypedFactory::new("jwt-auth", PRIORITY, JwtAuth::new)
 }
 

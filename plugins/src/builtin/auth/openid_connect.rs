@@ -207,6 +207,7 @@ const MAX_RETRY: StdDuration = StdDuration::from_secs(30);
 
 /// The factory for `openid-connect`.
 pub fn factory() -> impl crate::PluginFactory {
+    super::jwt_crypto::install();
     TypedFactory::new("openid-connect", PRIORITY, OpenIdConnect::new)
 }
 
