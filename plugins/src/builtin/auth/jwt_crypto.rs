@@ -88,8 +88,10 @@ fn cached_key(alg: &Algorithm, key: &DecodingKey) -> Result<Arc<PKey<Public>>, E
     Ok(parsed)
 }
 
-static KEYS: std::sync::LazyLock<RwLock<HashMap<Vec<u8>, Arc<PKey<Public>>>>> =
-    std::sync::LazyLock::new(|| RwLock::new(HashMap::new()));
+/// Parsed keys by [`cache_id`].
+type KeyCache = RwLock<HashMap<Vec<u8>, Arc<PKey<Public>>>>;
+
+static KEYS: std::sync::LazyLock<KeyCache> = std::sync::LazyLock::new(Default::default);
 
 /// The algorithm's curve/family tag and the key's bytes: the same bytes read as another
 /// kind of key are another entry.
