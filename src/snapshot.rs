@@ -96,6 +96,25 @@ pub struct Snapshot {
     pub consumer_plugins: HashMap<String, Vec<Scoped>>,
     /// The certificates of each https listener, by listener address.
     pub certificates: HashMap<String, Arc<CertificateStore>>,
+    /// Each listener's keep-alive idle timeout in whole seconds (0: keep-alive off).
+    pub keepalive: Vec<(std::net::SocketAddr, u64)>,
+}
+
+impl Snapshot {
+    /// The keep-alive timeout (seconds; 0: off) of the listener a connection came in on,
+    /// by the connection's local address: the listener bound to exactly it, else one bound
+    /// to a wildcard address on its port.
+    pub fn keepalive_for(&self, local: &std::net::SocketAddr) -> Option<u64> {
+        self.keepalive
+            .iter()
+            .find(|(a, _)| a == local)
+            .or_else(|| {
+                self.keepalive
+                    .iter()
+                    .find(|(a, _)| a.port() == local.port() && a.ip().is_unspecified())
+            })
+            .map(|(_, secs)| *secs)
+    }
 }
 
 fn check_unique<'a>(
@@ -285,6 +304,19 @@ impl Snapshot {
             config.certificates.iter().map(|c| c.id.as_str()),
         )?;
         let certificates = validate_listeners(&config, base_dir)?;
+        let keepalive = config
+            .listeners
+            .iter()
+            .filter_map(|l| {
+                let addr = l.address.parse().ok()?;
+                let timeout = l
+                    .keepalive_timeout
+                    .map_or(crate::config::model::DEFAULT_KEEPALIVE_TIMEOUT, |d| d.0);
+                // Sub-second values round up: Pingora counts whole seconds, and 0 means off.
+                let secs = timeout.as_secs() + u64::from(timeout.subsec_nanos() > 0);
+                Some((addr, secs))
+            })
+            .collect();
 
         // Upstreams.
         let mut upstreams = HashMap::new();
@@ -471,6 +503,7 @@ impl Snapshot {
             consumers,
             consumer_plugins,
             certificates,
+            keepalive,
         })
     }
 

@@ -445,3 +445,82 @@ async fn certificates_through_the_admin_api_and_reload() {
     assert_eq!(r.status(), 200);
     assert_eq!(probe("file.test").await.unwrap(), vec!["renewed.test"]);
 }
+
+/// Reads one HTTP/1.1 response (headers and a `Content-Length` body) from `s`.
+fn read_response(s: &mut std::net::TcpStream) -> String {
+    use std::io::Read;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = s.read(&mut buf).unwrap();
+        assert!(
+            n > 0,
+            "closed before a response: {}",
+            String::from_utf8_lossy(&got)
+        );
+        got.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&got).to_string();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let len = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse::<usize>().unwrap())
+                })
+                .unwrap_or(0);
+            if body.len() >= len {
+                return text;
+            }
+        }
+    }
+}
+
+/// Whether the server closed `s` within `wait` (a read returns end of file).
+fn closed_within(s: &mut std::net::TcpStream, wait: std::time::Duration) -> bool {
+    use std::io::Read;
+    s.set_read_timeout(Some(wait)).unwrap();
+    let mut buf = [0u8; 16];
+    matches!(s.read(&mut buf), Ok(0))
+}
+
+/// `keepalive_timeout` closes client connections idle between requests; `0s` turns
+/// keep-alive off; the default keeps them open (for 60 s).
+#[tokio::test(flavor = "multi_thread")]
+async fn keepalive_timeout_per_listener() {
+    use std::io::Write;
+    let (short, off, default) = (free_port(), free_port(), free_port());
+    let y = format!(
+        "listeners:\n  - {{ name: short, address: 127.0.0.1:{short}, keepalive_timeout: 1s }}\n\
+         \x20 - {{ name: off, address: 127.0.0.1:{off}, keepalive_timeout: 0s }}\n\
+         \x20 - {{ name: default, address: 127.0.0.1:{default} }}\n\
+         routes:\n  - {{ id: hello, paths: [/], plugins: {{ mock: {{ body: hi }} }} }}\n"
+    );
+    let _gw = GatewayProcess::start(&y, short);
+    support::gateway::wait_for_tcp(off).await;
+    support::gateway::wait_for_tcp(default).await;
+    tokio::task::spawn_blocking(move || {
+        let connect = |port: u16| {
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+            s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+            let r = read_response(&mut s);
+            assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+            s
+        };
+        let mut s = connect(short);
+        // Still usable right away, closed once idle past the limit.
+        s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+        assert!(read_response(&mut s).ends_with("hi"));
+        assert!(closed_within(&mut s, std::time::Duration::from_secs(4)));
+
+        let mut s = connect(off);
+        assert!(closed_within(&mut s, std::time::Duration::from_secs(2)));
+
+        let mut s = connect(default);
+        assert!(!closed_within(&mut s, std::time::Duration::from_secs(2)));
+        s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+        assert!(read_response(&mut s).ends_with("hi"));
+    })
+    .await
+    .unwrap();
+}

@@ -100,6 +100,7 @@ pub fn run(args: &PushArgs, registry: &PluginRegistry) -> Result<String, String>
             protocol: Default::default(),
             http2: false,
             tls: None,
+            keepalive_timeout: None,
         }],
         ..Config::default()
     };

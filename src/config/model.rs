@@ -68,7 +68,14 @@ pub struct Listener {
     /// Certificates for an https listener.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<ListenerTls>,
+    /// How long an HTTP/1.1 client connection may sit idle between requests before the
+    /// gateway closes it (default [`DEFAULT_KEEPALIVE_TIMEOUT`]); `0s` turns keep-alive off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keepalive_timeout: Option<Duration>,
 }
+
+/// `listeners[].keepalive_timeout` when not set.
+pub const DEFAULT_KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// `listeners[].protocol`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

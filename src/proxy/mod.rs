@@ -217,6 +217,14 @@ impl ProxyHttp for GatewayProxy {
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestState) -> Result<bool> {
         let snapshot = self.state.load();
         ctx.snapshot = Some(snapshot.clone());
+        // The listener's idle limit for the wait before the next request, where the request
+        // left keep-alive on (HTTP/1.1 without `Connection: close`).
+        if session.get_keepalive().is_some() {
+            let local = session.server_addr().and_then(|a| a.as_inet());
+            if let Some(secs) = local.and_then(|a| snapshot.keepalive_for(a)) {
+                session.set_keepalive((secs > 0).then_some(secs));
+            }
+        }
         let client = session.client_addr().and_then(|a| a.as_inet()).copied();
         ctx.plugin.client_addr = client;
         ctx.plugin.client_ip = client.map(|a| a.ip());
