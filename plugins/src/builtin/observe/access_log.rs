@@ -1,8 +1,11 @@
 //! `access-log`: one JSON line per request, to stdout or a file.
 //!
-//! Lines are formatted on the request path (a few hundred bytes, no locks) and handed to a
-//! writer thread through a bounded queue: a slow disk never stalls a request. When the queue
-//! is full the line is dropped and counted (`gatehouse_access_log_dropped_total`). Files are
+//! Lines are formatted on the request path and appended to a shared in-memory buffer; a
+//! writer thread per file takes the whole buffer every [`FLUSH_INTERVAL`] (or as soon as it
+//! holds [`FLUSH_BYTES`]) and writes it with one system call. A request never waits for the
+//! disk and never wakes another thread: handing each line over on its own would cost a
+//! thread switch per request. When `buffer` lines are pending (a disk that does not keep
+//! up), new lines are dropped and counted (`gatehouse_access_log_dropped_total`). Files are
 //! opened for append; [`reopen_all`] (the gateway calls it on SIGUSR1) makes every writer
 //! reopen its file, for logrotate.
 
@@ -16,8 +19,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, Condvar, LazyLock, Mutex};
 use std::time::{Duration, SystemTime};
 
 /// Config of `access-log`.
@@ -60,30 +62,91 @@ static DROPPED: LazyLock<Option<prometheus::IntCounter>> = LazyLock::new(|| {
     .ok()
 });
 
-/// One log destination: the queue, and its writer thread, started by the first line (so it
-/// runs in the serving process, also when the gateway detaches with `-d` after loading its
-/// config).
+/// How often the writer writes what is pending.
+const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
+/// Pending bytes that make the writer write at once.
+const FLUSH_BYTES: usize = 64 << 10;
+
+/// Lines waiting for the writer.
+#[derive(Default)]
+struct Pending {
+    bytes: Vec<u8>,
+    lines: usize,
+}
+
+/// One log destination: the pending lines, and its writer thread, started by the first line
+/// (so it runs in the serving process, also when the gateway detaches with `-d` after
+/// loading its config).
 struct Sink {
     path: String,
-    tx: SyncSender<String>,
-    rx: Mutex<Option<Receiver<String>>>,
+    /// Most lines pending before new ones are dropped (`buffer`).
+    capacity: usize,
+    pending: Mutex<Pending>,
+    /// Signalled when [`FLUSH_BYTES`] are pending.
+    full: Condvar,
     started: std::sync::Once,
 }
 
 impl Sink {
-    fn ensure_writer(&self) {
+    fn ensure_writer(self: &Arc<Self>) {
         self.started.call_once(|| {
-            let rx = self.rx.lock().unwrap_or_else(|p| p.into_inner()).take();
-            if let Some(rx) = rx {
-                let path = self.path.clone();
-                if let Err(e) = std::thread::Builder::new()
-                    .name("access-log".into())
-                    .spawn(move || writer_loop(path, rx))
-                {
-                    log::error!("access-log: cannot start the writer: {e}");
-                }
+            let sink = self.clone();
+            if let Err(e) = std::thread::Builder::new()
+                .name("access-log".into())
+                .spawn(move || sink.writer_loop())
+            {
+                log::error!("access-log: cannot start the writer: {e}");
             }
         });
+    }
+
+    /// Queues `line`; false when `capacity` lines are pending already.
+    fn push(&self, line: &str) -> bool {
+        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if p.lines >= self.capacity {
+            return false;
+        }
+        p.bytes.extend_from_slice(line.as_bytes());
+        p.lines += 1;
+        let wake = p.bytes.len() >= FLUSH_BYTES;
+        drop(p);
+        if wake {
+            self.full.notify_one();
+        }
+        true
+    }
+
+    fn writer_loop(&self) {
+        let mut generation = REOPEN_GENERATION.load(Ordering::SeqCst);
+        let mut out = open_logged(&self.path);
+        // Two buffers swapped in turn: the requests fill one while this thread writes the
+        // other, and neither is reallocated once grown.
+        let mut batch = Vec::new();
+        loop {
+            {
+                let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+                if p.bytes.len() < FLUSH_BYTES {
+                    p = self
+                        .full
+                        .wait_timeout(p, FLUSH_INTERVAL)
+                        .map(|(p, _)| p)
+                        .unwrap_or_else(|e| e.into_inner().0);
+                }
+                std::mem::swap(&mut p.bytes, &mut batch);
+                p.lines = 0;
+            }
+            let now = REOPEN_GENERATION.load(Ordering::SeqCst);
+            if now != generation {
+                generation = now;
+                out = open_logged(&self.path);
+            }
+            if let (Some(o), false) = (out.as_mut(), batch.is_empty()) {
+                if let Err(e) = o.write_all(&batch).and_then(|()| o.flush()) {
+                    log::warn!("access-log: cannot write {}: {e}", self.path);
+                }
+            }
+            batch.clear();
+        }
     }
 }
 
@@ -104,49 +167,10 @@ fn open(path: &str) -> std::io::Result<Box<dyn Write + Send>> {
     Ok(Box::new(f))
 }
 
-fn writer_loop(path: String, rx: Receiver<String>) {
-    let mut generation = REOPEN_GENERATION.load(Ordering::SeqCst);
-    let mut out = match open(&path) {
-        Ok(o) => Some(std::io::BufWriter::with_capacity(64 << 10, o)),
-        Err(e) => {
-            log::error!("access-log: cannot open {path}: {e}");
-            None
-        }
-    };
-    loop {
-        match rx.recv_timeout(Duration::from_millis(200)) {
-            Ok(line) => {
-                if let Some(o) = out.as_mut() {
-                    let _ = o.write_all(line.as_bytes());
-                }
-                // Drain what is queued, then flush once.
-                while let Ok(line) = rx.try_recv() {
-                    if let Some(o) = out.as_mut() {
-                        let _ = o.write_all(line.as_bytes());
-                    }
-                }
-                if let Some(o) = out.as_mut() {
-                    let _ = o.flush();
-                }
-            }
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => return,
-        }
-        let now = REOPEN_GENERATION.load(Ordering::SeqCst);
-        if now != generation {
-            generation = now;
-            if let Some(o) = out.as_mut() {
-                let _ = o.flush();
-            }
-            out = match open(&path) {
-                Ok(o) => Some(std::io::BufWriter::with_capacity(64 << 10, o)),
-                Err(e) => {
-                    log::error!("access-log: cannot reopen {path}: {e}");
-                    None
-                }
-            };
-        }
-    }
+fn open_logged(path: &str) -> Option<Box<dyn Write + Send>> {
+    open(path)
+        .map_err(|e| log::error!("access-log: cannot open {path}: {e}"))
+        .ok()
 }
 
 fn sink(path: &str, buffer: usize) -> Result<Arc<Sink>, ConfigError> {
@@ -156,11 +180,11 @@ fn sink(path: &str, buffer: usize) -> Result<Arc<Sink>, ConfigError> {
     }
     // Fail at config load, not silently later, if the file cannot be opened.
     open(path).map_err(|e| ConfigError::at("path", format!("cannot open {path}: {e}")))?;
-    let (tx, rx) = sync_channel(buffer);
     let s = Arc::new(Sink {
         path: path.to_string(),
-        tx,
-        rx: Mutex::new(Some(rx)),
+        capacity: buffer,
+        pending: Mutex::new(Pending::default()),
+        full: Condvar::new(),
         started: std::sync::Once::new(),
     });
     sinks.insert((path.to_string(), buffer), s.clone());
@@ -317,12 +341,9 @@ impl Plugin for AccessLog {
         }
         self.sink.ensure_writer();
         let line = format_line(req, status, ctx);
-        match self.sink.tx.try_send(line) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                if let Some(d) = DROPPED.as_ref() {
-                    d.inc();
-                }
+        if !self.sink.push(&line) {
+            if let Some(d) = DROPPED.as_ref() {
+                d.inc();
             }
         }
     }
