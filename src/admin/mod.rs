@@ -234,7 +234,7 @@ impl AdminApi {
                 Err(e) => edit_error(e),
             },
             (Method::PUT, ["config"]) => {
-                let mut config = if yaml {
+                let config = if yaml {
                     match std::str::from_utf8(&body)
                         .map_err(|_| ConfigError::at("", "the body is not UTF-8"))
                         .and_then(config::parse_yaml)
@@ -252,21 +252,15 @@ impl AdminApi {
                         Err(e) => return config_error(e),
                     }
                 };
-                let applied = self
-                    .manager
-                    .apply_edit(
-                        |current| {
-                            resources::restore_redacted(&mut config, current);
-                            Ok::<_, Reply>(config)
-                        },
-                        true,
-                    )
-                    .await;
-                match applied {
-                    Err(reply) => reply,
-                    Ok(Err(e)) => apply_error(e),
-                    Ok(Ok(())) => (StatusCode::OK, json!({ "result": "updated" })),
-                }
+                let doc = match resources::to_document(&config) {
+                    Ok(d) => d,
+                    Err(e) => return edit_error(e),
+                };
+                self.change(|live| {
+                    *live = doc;
+                    Ok(Edit::Changed)
+                })
+                .await
             }
             (Method::POST, ["reload"]) => match self.manager.reload_file("admin API").await {
                 Ok(()) => (StatusCode::OK, json!({ "result": "reloaded" })),
