@@ -57,6 +57,9 @@ pub struct DiskStore {
     budget: AtomicU64,
     index: Mutex<Index>,
     next_generation: AtomicU64,
+    /// The first generation number of this process: files with lower ones are an earlier
+    /// process's.
+    first_generation: u64,
 }
 
 fn hex(bin: &HashBinary) -> String {
@@ -106,6 +109,11 @@ impl DiskStore {
     /// indexing what an earlier process left there.
     pub fn open(root: &Path, budget: u64) -> std::io::Result<&'static DiskStore> {
         std::fs::create_dir_all(root.join("tmp"))?;
+        // Interrupted fills of an earlier process, removed before this one starts filling:
+        // the scan runs beside new fills and must not touch their files.
+        for f in std::fs::read_dir(root.join("tmp"))?.flatten() {
+            let _ = std::fs::remove_file(f.path());
+        }
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(1, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
@@ -117,6 +125,7 @@ impl DiskStore {
                 used: 0,
             }),
             next_generation: AtomicU64::new(seed),
+            first_generation: seed,
         }));
         std::thread::Builder::new()
             .name("gatehouse-cache-scan".into())
@@ -238,11 +247,6 @@ impl DiskStore {
     /// Indexes the entries already on disk, oldest first as least recently used, removes
     /// leftovers (interrupted fills, bodies no metadata names), and evicts over the budget.
     fn scan(&self) {
-        let _ = std::fs::read_dir(self.root.join("tmp")).map(|dir| {
-            for f in dir.flatten() {
-                let _ = std::fs::remove_file(f.path());
-            }
-        });
         let mut found: Vec<(std::time::SystemTime, HashBinary, Indexed)> = Vec::new();
         let Ok(dirs) = std::fs::read_dir(&self.root) else {
             return;
@@ -294,7 +298,14 @@ impl DiskStore {
                 found.push((mtime, key, Indexed { size, generation }));
             }
             for b in bodies {
-                if !live.contains(&b) {
+                // Bodies of this process's fills are placed before their metadata: a body
+                // without metadata is only a leftover if an earlier process wrote it.
+                let ours = b
+                    .strip_suffix(".body")
+                    .and_then(|s| s.rsplit_once('-'))
+                    .and_then(|(_, g)| g.parse::<u64>().ok())
+                    .is_some_and(|g| g >= self.first_generation);
+                if !ours && !live.contains(&b) {
                     let _ = std::fs::remove_file(dir.path().join(&b));
                 }
             }
