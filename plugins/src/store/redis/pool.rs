@@ -64,6 +64,31 @@ static OPS: LazyLock<Option<IntCounterVec>> = LazyLock::new(|| {
     .ok()
 });
 
+/// Every operation `run` is called with.
+const OP_NAMES: [&str; 5] = ["check", "sync", "acquire", "release", "renew"];
+
+/// `gatehouse_redis_operations_total` for each of [`OP_NAMES`], resolved once: the count is
+/// taken on every round trip, so no label hashing there.
+static OP_COUNTERS: LazyLock<Vec<(&'static str, prometheus::IntCounter)>> = LazyLock::new(|| {
+    OPS.as_ref().map_or_else(Vec::new, |ops| {
+        OP_NAMES
+            .iter()
+            .map(|op| (*op, ops.with_label_values(&[op])))
+            .collect()
+    })
+});
+
+fn count_op(op: &str) {
+    match OP_COUNTERS.iter().find(|(name, _)| *name == op) {
+        Some((_, c)) => c.inc(),
+        None => {
+            if let Some(ops) = OPS.as_ref() {
+                ops.with_label_values(&[op]).inc();
+            }
+        }
+    }
+}
+
 fn kind_label(kind: StoreErrorKind) -> &'static str {
     match kind {
         StoreErrorKind::Unavailable => "unavailable",
@@ -357,9 +382,7 @@ impl RedisPool {
     ) -> Result<T, StoreError> {
         let result = tokio::time::timeout(timeout, async {
             let mut conn = self.conn(timeout).await?;
-            if let Some(ops) = OPS.as_ref() {
-                ops.with_label_values(&[op]).inc();
-            }
+            count_op(op);
             let mut inv = script.key(key);
             for a in args {
                 inv.arg(*a);
