@@ -112,7 +112,8 @@ fn jwt_verify(c: &mut Criterion) {
         ..HarnessEnv::default()
     };
     let factory = gatehouse_plugins::builtin::auth::jwt_auth::factory();
-    let mut h = PluginHarness::from_config_with(&factory, serde_json::json!({}), &env).unwrap();
+    let harness =
+        || PluginHarness::from_config_with(&factory, serde_json::json!({}), &env).unwrap();
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
     header.kid = Some("k1".into());
     let exp = std::time::SystemTime::now()
@@ -120,25 +121,47 @@ fn jwt_verify(c: &mut Criterion) {
         .unwrap()
         .as_secs()
         + 3600;
-    let token = jsonwebtoken::encode(
-        &header,
-        &serde_json::json!({ "sub": "alice", "exp": exp }),
-        &jsonwebtoken::EncodingKey::from_rsa_pem(&private_pem).unwrap(),
-    )
-    .unwrap();
-    let bearer = format!("Bearer {token}");
+    let signing_key = jsonwebtoken::EncodingKey::from_rsa_pem(&private_pem).unwrap();
+    // Distinct tokens (by `jti`), so that each is seen for the first time.
+    let bearers: Vec<String> = (0..FRESH_TOKENS)
+        .map(|i| {
+            let claims = serde_json::json!({ "sub": "alice", "exp": exp, "jti": i });
+            let token = jsonwebtoken::encode(&header, &claims, &signing_key).unwrap();
+            format!("Bearer {token}")
+        })
+        .collect();
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
+    let verify = |h: &mut PluginHarness, bearer: &str| {
+        let mut req = request("GET", "/").header("authorization", bearer).build();
+        h.ctx.consumer = None;
+        let flow = rt.block_on(h.request(&mut req)).unwrap();
+        assert!(matches!(flow, gatehouse_plugins::Flow::Continue));
+    };
+    // A token seen for the first time: the signature and the claims are checked. A fresh
+    // plugin instance for every pass over the tokens, so none comes from its cache.
+    let mut h = harness();
+    let mut i = 0usize;
     c.bench_function("jwt_verify_rs256", |b| {
         b.iter(|| {
-            let mut req = request("GET", "/").header("authorization", &bearer).build();
-            h.ctx.consumer = None;
-            let flow = rt.block_on(h.request(&mut req)).unwrap();
-            assert!(matches!(flow, gatehouse_plugins::Flow::Continue));
+            if i == bearers.len() {
+                h = harness();
+                i = 0;
+            }
+            verify(&mut h, &bearers[i]);
+            i += 1;
         })
     });
+    // The same token again: taken from the cache of verified tokens.
+    let mut h = harness();
+    c.bench_function("jwt_verify_rs256_remembered", |b| {
+        b.iter(|| verify(&mut h, &bearers[0]))
+    });
 }
+
+/// How many distinct tokens `jwt_verify_rs256` cycles through.
+const FRESH_TOKENS: usize = 256;
 
 fn rate_limit_check(c: &mut Criterion) {
     let store = gatehouse_plugins::store::LocalStore::new();

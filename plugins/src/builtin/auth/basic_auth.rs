@@ -5,6 +5,7 @@ use super::credentials::{
     already_authenticated, bad_credential, challenge, consumer_credentials, strip_scheme,
     unauthorized,
 };
+use super::verified::VerifiedCache;
 use crate::context::{Consumer, RequestContext};
 use crate::factory::{BuildEnv, ConfigError, TypedFactory};
 use crate::plugin::{Flow, Phases, Plugin};
@@ -12,14 +13,12 @@ use crate::response::PluginResponse;
 use argon2::{PasswordHash, PasswordVerifier};
 use async_trait::async_trait;
 use base64::Engine;
-use hmac::{Hmac, Mac};
 use http::header::AUTHORIZATION;
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::RequestHeader;
 use serde::Deserialize;
-use sha2::Sha256;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
@@ -105,68 +104,14 @@ const CACHE_TTL: Duration = Duration::from_secs(60);
 /// How many successful verifications are remembered at most.
 const CACHE_MAX: usize = 4096;
 
-/// Recently verified (user, password) pairs, so that a valid client does not pay for a
-/// password hash on every request. Entries are keyed by an HMAC of `user:password` under a
-/// key drawn when the plugin is built, so the map holds nothing an attacker could use offline.
-struct VerifiedCache {
-    key: [u8; 32],
-    entries: Mutex<HashMap<[u8; 32], (usize, Instant)>>,
-}
-
-impl VerifiedCache {
-    fn new() -> Self {
-        let mut key = [0u8; 32];
-        key[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
-        key[16..].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
-        VerifiedCache {
-            key,
-            entries: Mutex::new(HashMap::new()),
-        }
-    }
-
-    fn tag(&self, user: &str, password: &str) -> [u8; 32] {
-        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&self.key) else {
-            return [0; 32];
-        };
-        mac.update(user.as_bytes());
-        mac.update(b":");
-        mac.update(password.as_bytes());
-        mac.finalize().into_bytes().into()
-    }
-
-    fn get(&self, tag: &[u8; 32]) -> Option<usize> {
-        let mut map = self.entries.lock().ok()?;
-        match map.get(tag) {
-            Some(&(i, expires)) if expires > Instant::now() => Some(i),
-            Some(_) => {
-                map.remove(tag);
-                None
-            }
-            None => None,
-        }
-    }
-
-    fn insert(&self, tag: [u8; 32], index: usize) {
-        let Ok(mut map) = self.entries.lock() else {
-            return;
-        };
-        let now = Instant::now();
-        if map.len() >= CACHE_MAX {
-            map.retain(|_, (_, expires)| *expires > now);
-        }
-        if map.len() < CACHE_MAX {
-            map.insert(tag, (index, now + CACHE_TTL));
-        }
-    }
-}
-
 /// The `basic-auth` plugin.
 pub struct BasicAuth {
     hide_credentials: bool,
     optional: bool,
     users: HashMap<String, usize>,
     entries: Vec<(Arc<Consumer>, Arc<StoredHash>)>,
-    cache: VerifiedCache,
+    /// Recently verified `user:password` pairs → the index of their entry.
+    cache: VerifiedCache<usize>,
     /// Bounds how many password hashes are computed at once, so that a flood of wrong
     /// passwords cannot take every blocking thread.
     slots: Arc<Semaphore>,
@@ -224,7 +169,7 @@ impl BasicAuth {
             optional: c.optional,
             users,
             entries,
-            cache: VerifiedCache::new(),
+            cache: VerifiedCache::new(CACHE_MAX),
             slots: Arc::new(Semaphore::new(parallel.max(2))),
             missing: unauthorized("missing credentials", &challenge),
             invalid: unauthorized("invalid credentials", &challenge),
@@ -250,7 +195,7 @@ impl BasicAuth {
 
     /// The consumer that `user:password` proves to be, if any.
     async fn authenticate(&self, user: &str, password: &str) -> Result<Option<Arc<Consumer>>> {
-        let tag = self.cache.tag(user, password);
+        let tag = self.cache.tag(&[user.as_bytes(), password.as_bytes()]);
         if let Some(i) = self.cache.get(&tag) {
             return Ok(self.entries.get(i).map(|(c, _)| c.clone()));
         }
@@ -260,7 +205,7 @@ impl BasicAuth {
                     return Ok(None);
                 };
                 if self.verify(hash.clone(), password).await? {
-                    self.cache.insert(tag, i);
+                    self.cache.insert(tag, i, Instant::now() + CACHE_TTL);
                     return Ok(Some(consumer.clone()));
                 }
                 Ok(None)
@@ -475,15 +420,18 @@ mod tests {
             .await
             .unwrap()
             .is_some());
-        let tag = plugin.cache.tag("alice", "wonderland");
+        let tag = plugin.cache.tag(&[b"alice", b"wonderland"]);
         assert_eq!(plugin.cache.get(&tag), Some(0));
         assert!(plugin
             .authenticate("alice", "nope")
             .await
             .unwrap()
             .is_none());
-        assert_eq!(plugin.cache.get(&plugin.cache.tag("alice", "nope")), None);
-        assert_eq!(plugin.cache.entries.lock().unwrap().len(), 1);
+        assert_eq!(
+            plugin.cache.get(&plugin.cache.tag(&[b"alice", b"nope"])),
+            None
+        );
+        assert_eq!(plugin.cache.len(), 1);
     }
 
     #[tokio::test]

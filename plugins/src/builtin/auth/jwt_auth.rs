@@ -10,6 +10,7 @@ use super::credentials::{
     hide_query_param, query_param, remove_cookie, strip_scheme, unauthorized, Authenticated, REALM,
 };
 use super::jwks::{parse_jwks, pinned, KeySet, RemoteJwks, VerifyKey};
+use super::verified::VerifiedCache;
 use crate::context::{Consumer, RequestContext};
 use crate::factory::{BuildEnv, ConfigError, TypedFactory};
 use crate::plugin::{Flow, Phases, Plugin};
@@ -26,6 +27,7 @@ use serde_json::{Map, Value};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Instant;
 
 /// Config of `jwt-auth`.
 #[derive(Debug, Deserialize)]
@@ -183,12 +185,42 @@ pub struct JwtAuth {
     key_claim: Option<String>,
     /// JWKS: the claim naming the consumer, and the consumers by id.
     consumer_claim: Option<(String, HashMap<String, Arc<Consumer>>)>,
+    /// Tokens whose signature and claims were checked recently.
+    verified: VerifiedCache<Arc<VerifiedToken>>,
     missing: PluginResponse,
     invalid: PluginResponse,
     expired: PluginResponse,
     not_yet_valid: PluginResponse,
     claims_rejected: PluginResponse,
 }
+
+/// A token that passed every check: what a request carrying it again needs.
+struct VerifiedToken {
+    claims: Map<String, Value>,
+    consumer: Option<Arc<Consumer>>,
+    /// The key that verified it and the `kid` it was found by: with a JWKS URL the token is
+    /// only taken from the cache while the published set still holds this very key.
+    key: Arc<VerifyKey>,
+    kid: Option<String>,
+    /// `exp` (seconds since the epoch), checked again on every use.
+    exp: Option<u64>,
+}
+
+impl VerifiedToken {
+    /// Whether the token has expired by `now` (seconds since the epoch), as the full check
+    /// would decide it.
+    fn expired(&self, now: u64) -> bool {
+        self.key.validation.validate_exp
+            && self
+                .exp
+                .is_some_and(|exp| exp < now.saturating_sub(self.key.validation.leeway))
+    }
+}
+
+/// How long a verified token is taken from the cache at most (never past its `exp`).
+const VERIFIED_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+/// How many verified tokens are kept per plugin instance.
+const VERIFIED_MAX: usize = 4096;
 
 /// Priority of `jwt-auth`.
 pub const PRIORITY: i32 = 2510;
@@ -468,6 +500,7 @@ impl JwtAuth {
             keys,
             key_claim,
             consumer_claim,
+            verified: VerifiedCache::new(VERIFIED_MAX),
             missing: unauthorized("missing token", &plain),
             invalid: unauthorized("invalid token", &bad),
             expired: unauthorized("token expired", &bad),
@@ -523,18 +556,53 @@ impl JwtAuth {
         }
     }
 
+    /// Verifies `token`, from the cache when it passed every check recently (and has not
+    /// expired since, and its key is still the one published).
+    async fn verify(&self, token: &str) -> Result<Arc<VerifiedToken>, Refusal> {
+        if token.len() > MAX_TOKEN_LEN {
+            log::debug!("jwt-auth: token refused: longer than 16 KiB");
+            return Err(Refusal::Invalid);
+        }
+        let tag = self.verified.tag(&[token.as_bytes()]);
+        if let Some(hit) = self.verified.get(&tag) {
+            if !hit.expired(jsonwebtoken::get_current_timestamp()) && self.key_current(&hit).await {
+                return Ok(hit);
+            }
+            // Checked in full again, which gives the right refusal.
+            self.verified.remove(&tag);
+        }
+        let verified = Arc::new(self.verify_in_full(token).await?);
+        let now = jsonwebtoken::get_current_timestamp();
+        let ttl = match verified.exp {
+            Some(exp) => VERIFIED_TTL.min(std::time::Duration::from_secs(
+                exp.saturating_add(verified.key.validation.leeway)
+                    .saturating_sub(now),
+            )),
+            None => VERIFIED_TTL,
+        };
+        self.verified
+            .insert(tag, verified.clone(), Instant::now() + ttl);
+        Ok(verified)
+    }
+
+    /// Whether the key that verified `token` is still the one its `kid` finds.
+    async fn key_current(&self, token: &VerifiedToken) -> bool {
+        match &self.keys {
+            // Fixed for the life of this instance: a reload builds a new one, cache included.
+            KeySource::Fixed(_) => true,
+            KeySource::Remote(remote) => remote
+                .key(token.kid.as_deref())
+                .await
+                .is_some_and(|k| Arc::ptr_eq(&k, &token.key)),
+        }
+    }
+
     /// Verifies `token`: its key, the pinned algorithm, the signature, then the claims.
-    async fn verify(
-        &self,
-        token: &str,
-    ) -> Result<(Map<String, Value>, Option<Arc<Consumer>>), Refusal> {
+    async fn verify_in_full(&self, token: &str) -> Result<VerifiedToken, Refusal> {
         let refuse = |r: Refusal, why: &dyn std::fmt::Display| {
             log::debug!("jwt-auth: token refused: {why}");
             r
         };
-        if token.len() > MAX_TOKEN_LEN {
-            return Err(refuse(Refusal::Invalid, &"longer than 16 KiB"));
-        }
         let header = jsonwebtoken::decode_header(token)
             .map_err(|e| refuse(Refusal::Invalid, &format_args!("malformed header ({e})")))?;
         let Some(key) = self.key_for(token, header.kid.as_deref()).await else {
@@ -577,7 +645,14 @@ impl JwtAuth {
             let (claim, by_id) = self.consumer_claim.as_ref()?;
             by_id.get(claims.get(claim)?.as_str()?).cloned()
         });
-        Ok((claims, consumer))
+        let exp = claims.get("exp").and_then(Value::as_u64);
+        Ok(VerifiedToken {
+            claims,
+            consumer,
+            key,
+            kid: header.kid,
+            exp,
+        })
     }
 
     fn refusal(&self, r: Refusal) -> PluginResponse {
@@ -655,16 +730,16 @@ impl Plugin for JwtAuth {
             }
             return Ok(Flow::Respond(self.missing.clone()));
         };
-        let (claims, consumer) = match self.verify(&token).await {
+        let verified = match self.verify(&token).await {
             Ok(v) => v,
             Err(r) => return Ok(Flow::Respond(self.refusal(r))),
         };
-        match consumer {
-            Some(c) => ctx.consumer = Some(c),
+        match &verified.consumer {
+            Some(c) => ctx.consumer = Some(c.clone()),
             None => ctx.set_state(Authenticated),
         }
         for (claim, h) in &self.claims_to_headers {
-            if let Some(v) = claims.get(claim).and_then(claim_header_value) {
+            if let Some(v) = verified.claims.get(claim).and_then(claim_header_value) {
                 req.insert_header(h.clone(), v)?;
             }
         }
@@ -782,6 +857,55 @@ mod tests {
         assert_eq!(req.headers.get("x-roles").unwrap(), "a,b");
         // Not hidden by default.
         assert!(req.headers.get("authorization").is_some());
+    }
+
+    #[tokio::test]
+    async fn verified_tokens_are_cached_until_they_expire() {
+        let env = env();
+        let build_env = BuildEnv {
+            consumers: &env.consumers,
+            upstream_ids: &env.upstream_ids,
+            base_dir: &env.base_dir,
+            scope: &env.scope,
+            services: &env.services,
+        };
+        let config: JwtAuthConfig = serde_json::from_value(json!({})).unwrap();
+        let plugin = JwtAuth::new(config, &build_env).unwrap();
+        let t = hs_token(Some("alice-kid"), json!({"exp": now() + 60}));
+        let first = plugin.verify(&t).await.ok().unwrap();
+        let again = plugin.verify(&t).await.ok().unwrap();
+        assert!(
+            Arc::ptr_eq(&first, &again),
+            "the second use comes from the cache"
+        );
+        assert_eq!(first.consumer.as_ref().unwrap().id, "alice");
+
+        // A token that expires while cached is checked in full again, and refused as expired.
+        let stale = hs_token(Some("alice-kid"), json!({"exp": now() - 10}));
+        let tag = plugin.verified.tag(&[stale.as_bytes()]);
+        let cached = VerifiedToken {
+            claims: Map::new(),
+            consumer: None,
+            key: first.key.clone(),
+            kid: Some("alice-kid".into()),
+            exp: Some(now() as u64 - 10),
+        };
+        plugin.verified.insert(
+            tag,
+            Arc::new(cached),
+            Instant::now() + std::time::Duration::from_secs(60),
+        );
+        assert_eq!(plugin.verify(&stale).await.err(), Some(Refusal::Expired));
+        assert_eq!(plugin.verified.get(&tag).map(|_| ()), None, "dropped");
+
+        // Refusals are never kept.
+        let at = t.rfind('.').unwrap() + 5;
+        let flipped = if &t[at..=at] == "A" { "B" } else { "A" };
+        let forged = format!("{}{flipped}{}", &t[..at], &t[at + 1..]);
+        for _ in 0..2 {
+            assert_eq!(plugin.verify(&forged).await.err(), Some(Refusal::Invalid));
+        }
+        assert_eq!(plugin.verified.len(), 1);
     }
 
     #[tokio::test]

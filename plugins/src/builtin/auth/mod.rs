@@ -18,6 +18,7 @@ pub mod jwt_auth;
 mod jwt_crypto;
 pub mod key_auth;
 pub mod openid_connect;
+mod verified;
 
 use crate::factory::PluginRegistry;
 
