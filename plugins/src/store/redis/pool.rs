@@ -1,6 +1,12 @@
-//! The connection to one Redis target, shared by every store on it: connected on the
-//! `gatehouse-redis` I/O thread at first use, re-connected after a failure, with a back-off
-//! during which operations fail fast, the metrics and the rate-limited log.
+//! The connections to one Redis target, shared by every store on it: one per worker thread,
+//! connected at first use, re-connected after a failure, with a back-off during which
+//! operations fail fast, the metrics and the rate-limited log.
+//!
+//! Each worker thread has its own connection, driven by a task on that thread's runtime: a
+//! request's round trip to Redis then never wakes another thread (a connection shared by all
+//! threads needs two cross-thread wake-ups per round trip, which cost more than the round trip
+//! itself on a busy core). Background work (lease renewal, batched syncs) runs on the
+//! `gatehouse-redis` I/O thread, which has connections of its own the same way.
 
 use super::batch::Batcher;
 use super::{RedisTarget, SLOT_LEASE};
@@ -11,11 +17,12 @@ use ::redis::cluster_async::ClusterConnection;
 use ::redis::{AsyncConnectionConfig, Client, RedisError, Script};
 use dashmap::DashMap;
 use prometheus::{register_int_counter_vec, IntCounterVec};
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::OnceLock;
-use std::sync::{Arc, LazyLock, Mutex, RwLock, Weak};
+use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 /// How often a node renews the leases of the slots it holds.
@@ -117,7 +124,63 @@ pub(super) fn io_runtime() -> Option<&'static tokio::runtime::Runtime> {
 }
 
 // ---------------------------------------------------------------------------------------
-// The pool: one connection per target, health, back-off.
+// Per-thread connections.
+
+static NEXT_POOL_ID: AtomicU64 = AtomicU64::new(1);
+
+/// One thread's connection to one pool's target.
+struct ThreadConn {
+    pool: u64,
+    generation: u64,
+    conn: Conn,
+}
+
+/// A thread's connections, valid while the runtime that drives them runs.
+#[derive(Default)]
+struct ThreadConns {
+    /// False once the runtime the connections were made on has shut down (its tasks, the
+    /// connections' drivers among them, are gone).
+    runtime_alive: Option<Arc<AtomicBool>>,
+    conns: Vec<ThreadConn>,
+}
+
+thread_local! {
+    static THREAD_CONNS: RefCell<ThreadConns> = RefCell::new(ThreadConns::default());
+}
+
+/// Clears its flag when dropped: held by a task that never ends, so it is dropped when the
+/// runtime shuts down.
+struct RuntimeAlive(Arc<AtomicBool>);
+
+impl Drop for RuntimeAlive {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+impl ThreadConns {
+    /// Forgets connections made on a runtime that has shut down, and watches the current one.
+    fn check_runtime(&mut self) {
+        if self
+            .runtime_alive
+            .as_ref()
+            .is_some_and(|a| a.load(Ordering::Acquire))
+        {
+            return;
+        }
+        self.conns.clear();
+        let alive = Arc::new(AtomicBool::new(true));
+        let guard = RuntimeAlive(alive.clone());
+        tokio::spawn(async move {
+            let _guard = guard;
+            std::future::pending::<()>().await
+        });
+        self.runtime_alive = Some(alive);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The pool: a target's connections, health, back-off.
 
 #[derive(Clone)]
 enum Conn {
@@ -136,7 +199,12 @@ pub struct RedisPool {
     name: String,
     backend: Result<Backend, String>,
     epoch: Instant,
-    conn: RwLock<Option<Conn>>,
+    /// Identifies the pool in the per-thread connection tables.
+    id: u64,
+    /// Bumped when a connection is lost: every thread then connects afresh.
+    generation: AtomicU64,
+    /// The last generation whose first connection was logged, plus one.
+    announced: AtomicU64,
     connect_lock: tokio::sync::Mutex<()>,
     /// Operations fail fast until this time (ms since `epoch`); 0 = healthy.
     down_until_ms: AtomicU64,
@@ -159,7 +227,7 @@ impl fmt::Debug for RedisPool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisPool")
             .field("target", &self.name)
-            .field("connected", &self.current().is_some())
+            .field("generation", &self.generation.load(Ordering::Relaxed))
             .finish()
     }
 }
@@ -197,7 +265,9 @@ impl RedisPool {
             name: target.display_name(),
             backend,
             epoch: Instant::now(),
-            conn: RwLock::new(None),
+            id: NEXT_POOL_ID.fetch_add(1, Ordering::Relaxed),
+            generation: AtomicU64::new(0),
+            announced: AtomicU64::new(0),
             connect_lock: tokio::sync::Mutex::new(()),
             down_until_ms: AtomicU64::new(0),
             backoff_ms: AtomicU64::new(0),
@@ -222,12 +292,36 @@ impl RedisPool {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
+    /// This thread's connection, unless it was lost (or its runtime has shut down).
     fn current(&self) -> Option<Conn> {
-        self.conn.read().unwrap_or_else(|p| p.into_inner()).clone()
+        let generation = self.generation.load(Ordering::Acquire);
+        THREAD_CONNS.with_borrow_mut(|t| {
+            t.check_runtime();
+            let at = t.conns.iter().position(|c| c.pool == self.id)?;
+            if t.conns[at].generation == generation {
+                return Some(t.conns[at].conn.clone());
+            }
+            t.conns.swap_remove(at);
+            None
+        })
     }
 
-    fn set_conn(&self, c: Option<Conn>) {
-        *self.conn.write().unwrap_or_else(|p| p.into_inner()) = c;
+    /// Keeps `conn` as this thread's connection.
+    fn keep(&self, conn: Conn, generation: u64) {
+        THREAD_CONNS.with_borrow_mut(|t| {
+            t.check_runtime();
+            t.conns.retain(|c| c.pool != self.id);
+            t.conns.push(ThreadConn {
+                pool: self.id,
+                generation,
+                conn,
+            });
+        })
+    }
+
+    /// Drops every thread's connection: each connects again at its next operation.
+    fn drop_conns(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
     /// The error for an operation refused during the back-off (logged, rate-limited).
@@ -249,7 +343,7 @@ impl RedisPool {
         err
     }
 
-    /// A connection: the current one, or a new one (connected on the I/O thread).
+    /// A connection: this thread's, or a new one.
     async fn conn(self: &Arc<Self>, timeout: Duration) -> Result<Conn, StoreError> {
         let now = self.now_ms();
         let until = self.down_until_ms.load(Ordering::Acquire);
@@ -259,22 +353,12 @@ impl RedisPool {
         if let Some(c) = self.current() {
             return Ok(c);
         }
-        let Some(rt) = io_runtime() else {
-            return Err(StoreError::new(
-                StoreErrorKind::Unavailable,
-                "the Redis I/O thread is not running",
-            ));
-        };
-        let pool = self.clone();
-        let task = rt.spawn(async move { pool.connect(timeout).await });
-        match task.await {
-            Ok(r) => r,
-            Err(e) => Err(StoreError::new(StoreErrorKind::Unavailable, e.to_string())),
-        }
+        self.connect(timeout).await
     }
 
-    /// Connects unless another task did meanwhile. Runs on the I/O thread.
-    async fn connect(self: Arc<Self>, timeout: Duration) -> Result<Conn, StoreError> {
+    /// Connects this thread unless another of its tasks did meanwhile. One connect at a time
+    /// per target, so that a burst of first requests makes one connection per thread.
+    async fn connect(&self, timeout: Duration) -> Result<Conn, StoreError> {
         let _one_at_a_time = self.connect_lock.lock().await;
         if let Some(c) = self.current() {
             return Ok(c);
@@ -287,6 +371,7 @@ impl RedisPool {
         // Connecting may take longer than one operation may wait; give it a little more, so
         // that a slow start still ends with a connection for the next request.
         let connect_timeout = timeout.max(Duration::from_millis(500));
+        let generation = self.generation.load(Ordering::Acquire);
         let result = match &self.backend {
             Err(e) => {
                 return Err(StoreError::new(StoreErrorKind::Protocol, e.clone()));
@@ -304,8 +389,10 @@ impl RedisPool {
         };
         match result {
             Ok(c) => {
-                log::info!("redis {}: connected", self.name);
-                self.set_conn(Some(c.clone()));
+                if self.announced.swap(generation + 1, Ordering::AcqRel) != generation + 1 {
+                    log::info!("redis {}: connected", self.name);
+                }
+                self.keep(c.clone(), generation);
                 Ok(c)
             }
             Err(e) => {
@@ -323,7 +410,7 @@ impl RedisPool {
     /// most every 5 s (the metric is the caller's).
     fn failed(&self, err: &StoreError, drop_conn: bool) {
         if drop_conn {
-            self.set_conn(None);
+            self.drop_conns();
         }
         let in_a_row = self.consecutive.fetch_add(1, Ordering::AcqRel) + 1;
         if drop_conn || in_a_row >= 3 {
