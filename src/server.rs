@@ -15,6 +15,7 @@ use crate::upstream::health::HealthService;
 use gatehouse_plugins::{PluginFactory, PluginRegistry, SharedServices};
 use pingora_core::apps::HttpServerOptions;
 use pingora_core::listeners::tls::TlsSettings;
+use pingora_core::listeners::{L4BufferSettings, ListenerConfig};
 use pingora_core::server::configuration::Opt;
 use pingora_core::server::Server;
 use pingora_core::services::background::background_service;
@@ -23,6 +24,12 @@ use pingora_proxy::HttpProxy;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// The socket read buffer of a plain HTTP connection. Pingora's default (64 KiB) is sized
+/// for TLS records; under plain HTTP/1, Pingora reads headers and bodies into buffers of its
+/// own (reads as large as this buffer bypass it), so a smaller one only saves memory per
+/// connection.
+const PLAIN_READ_BUFFER: usize = 4096;
 
 /// A Gatehouse gateway: the built-in plugins plus any added with
 /// [`GatewayBuilder::plugin`].
@@ -68,6 +75,7 @@ impl GatewayBuilder {
 
     /// Runs the gateway with the given flags; exits the process.
     pub fn run_with(self, cli: Cli) -> ! {
+        crate::alloc::tune();
         init_logging();
         if let Some(crate::cli::Command::Etcd(crate::cli::EtcdCommand::Push(args))) = &cli.command {
             match crate::cluster::push::run(args, &self.registry) {
@@ -231,7 +239,10 @@ fn add_proxy_services(
                 h2c.add_tcp(&l.address);
                 uses_h2c = true;
             }
-            ListenerProtocol::Http => main.add_tcp(&l.address),
+            ListenerProtocol::Http => main.add_listener(
+                ListenerConfig::tcp(l.address.clone())
+                    .l4_buffer(L4BufferSettings::default().read(PLAIN_READ_BUFFER)),
+            ),
             ListenerProtocol::Https => {
                 let certificates =
                     LiveCertificates::new(state.clone(), &l.address).ok_or_else(|| {
