@@ -29,6 +29,7 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 pub mod admin;
+pub mod alloc;
 pub mod cache;
 pub mod chain;
 pub mod cli;
