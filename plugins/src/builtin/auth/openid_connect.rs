@@ -24,7 +24,8 @@
 use super::credentials::{
     already_authenticated, challenge, strip_scheme, unauthorized, Authenticated, REALM,
 };
-use super::jwks::RemoteJwks;
+use super::jwks::{RemoteJwks, VerifyKey};
+use super::verified::VerifiedCache;
 use crate::context::{Consumer, RequestContext};
 use crate::factory::{BuildEnv, ConfigError, TypedFactory};
 use crate::plugin::{Flow, Phases, Plugin};
@@ -773,7 +774,44 @@ pub struct OpenIdConnect {
     claims_rejected: PluginResponse,
     insufficient_scope: PluginResponse,
     unavailable: PluginResponse,
+    /// JWTs that passed every check recently (jwt mode).
+    verified: VerifiedCache<Arc<VerifiedJwt>>,
 }
+
+/// A JWT that passed every check, with what its reuse depends on.
+struct VerifiedJwt {
+    claims: Arc<Map<String, Value>>,
+    /// The IdP settings it was checked against: a refreshed discovery document makes the
+    /// token go through the checks again.
+    endpoints: Arc<Endpoints>,
+    /// The JWKS key that verified it and the `kid` that found it (`None` for the client
+    /// secret, which only a reload changes).
+    key: Option<(Arc<VerifyKey>, Option<String>)>,
+    /// `exp` (seconds since the epoch), checked again on every use.
+    exp: Option<u64>,
+}
+
+/// A verified JWT's claims, and the JWKS key and `kid` that verified it (none for the client
+/// secret).
+type JwtProof = (Map<String, Value>, Option<(Arc<VerifyKey>, Option<String>)>);
+
+/// Whether the JWKS key that verified `token` is still the one its `kid` finds.
+async fn key_current(token: &VerifiedJwt) -> bool {
+    let Some((key, kid)) = &token.key else {
+        return true;
+    };
+    let Some(jwks) = &token.endpoints.jwks else {
+        return false;
+    };
+    jwks.key(kid.as_deref())
+        .await
+        .is_some_and(|k| Arc::ptr_eq(&k, key))
+}
+
+/// How long a verified JWT is taken from the cache at most (never past its `exp`).
+const VERIFIED_TTL: StdDuration = StdDuration::from_secs(60);
+/// How many verified JWTs are kept per plugin instance.
+const VERIFIED_MAX: usize = 4096;
 
 /// The smallest HMAC key RFC 7518 §3.2 allows for `alg`.
 fn min_secret_len(alg: Algorithm) -> usize {
@@ -1051,6 +1089,7 @@ impl OpenIdConnect {
             insufficient_scope: PluginResponse::error(403, "insufficient scope")
                 .with_header(http::header::WWW_AUTHENTICATE, scope_challenge),
             unavailable: PluginResponse::error(503, "identity provider unavailable"),
+            verified: VerifiedCache::new(VERIFIED_MAX),
         })
     }
 
@@ -1072,17 +1111,52 @@ impl OpenIdConnect {
             return Err(Failure::Unavailable);
         };
         match self.mode {
-            Mode::Jwt => self.verify_jwt(&endpoints, token).await.map(Arc::new),
+            Mode::Jwt => self.verify_jwt_cached(endpoints, token).await,
             Mode::Introspection => self.introspect(&endpoints, token).await,
         }
     }
 
-    /// Verifies a JWT: the algorithm, its key, the signature, then the claims.
-    async fn verify_jwt(
+    /// Verifies a JWT, from the cache when it passed every check recently (and has not
+    /// expired since, and its key and IdP settings are still the current ones).
+    async fn verify_jwt_cached(
         &self,
-        endpoints: &Endpoints,
+        endpoints: Arc<Endpoints>,
         token: &str,
-    ) -> Result<Map<String, Value>, Failure> {
+    ) -> Result<Arc<Map<String, Value>>, Failure> {
+        let tag = self.verified.tag(&[token.as_bytes()]);
+        if let Some(hit) = self.verified.get(&tag) {
+            let now = jsonwebtoken::get_current_timestamp();
+            let expired = hit
+                .exp
+                .is_some_and(|exp| exp < now.saturating_sub(self.leeway));
+            if !expired && Arc::ptr_eq(&hit.endpoints, &endpoints) && key_current(&hit).await {
+                return Ok(hit.claims.clone());
+            }
+            // Checked in full again, which gives the right refusal.
+            self.verified.remove(&tag);
+        }
+        let (claims, key) = self.verify_jwt(&endpoints, token).await?;
+        let exp = claims.get("exp").and_then(Value::as_u64);
+        let claims = Arc::new(claims);
+        let now = jsonwebtoken::get_current_timestamp();
+        let ttl = exp.map_or(VERIFIED_TTL, |exp| {
+            VERIFIED_TTL.min(StdDuration::from_secs(
+                exp.saturating_add(self.leeway).saturating_sub(now),
+            ))
+        });
+        let verified = VerifiedJwt {
+            claims: claims.clone(),
+            endpoints,
+            key,
+            exp,
+        };
+        self.verified
+            .insert(tag, Arc::new(verified), Instant::now() + ttl);
+        Ok(claims)
+    }
+
+    /// Verifies a JWT: the algorithm, its key, the signature, then the claims.
+    async fn verify_jwt(&self, endpoints: &Endpoints, token: &str) -> Result<JwtProof, Failure> {
         let refuse = |r: Refusal, why: &dyn std::fmt::Display| {
             log::debug!("openid-connect: token refused: {why}");
             Failure::Refused(r)
@@ -1093,7 +1167,7 @@ impl OpenIdConnect {
             let why = format_args!("algorithm {:?} is not accepted", header.alg);
             return Err(refuse(Refusal::Invalid, &why));
         }
-        let jwk;
+        let mut jwk: Option<Arc<VerifyKey>> = None;
         let (key, validation) = if header.alg.family() == AlgorithmFamily::Hmac {
             // Only ever the client secret: never a key from the (public) JWKS.
             let Some((key, validations)) = &self.hmac else {
@@ -1108,7 +1182,7 @@ impl OpenIdConnect {
                 return Err(refuse(Refusal::Invalid, &"no JWKS"));
             };
             let kid = header.kid.as_deref();
-            jwk = match jwks.key(kid).await {
+            let found = match jwks.key(kid).await {
                 Some(k) => k,
                 None if jwks.published.borrow().keys.is_none() => {
                     log::debug!("openid-connect: the JWKS could not be loaded");
@@ -1119,11 +1193,12 @@ impl OpenIdConnect {
                     return Err(refuse(Refusal::Invalid, &why));
                 }
             };
-            if jwk.alg != header.alg {
-                let why = format_args!("alg {:?} is not its key's {:?}", header.alg, jwk.alg);
+            if found.alg != header.alg {
+                let why = format_args!("alg {:?} is not its key's {:?}", header.alg, found.alg);
                 return Err(refuse(Refusal::Invalid, &why));
             }
-            (&jwk.key, &jwk.validation)
+            let found = jwk.insert(found);
+            (&found.key, &found.validation)
         };
         let data =
             jsonwebtoken::decode::<Map<String, Value>>(token, key, validation).map_err(|e| {
@@ -1144,7 +1219,7 @@ impl OpenIdConnect {
         if issuer.is_none() || claims.get("iss").and_then(Value::as_str) != issuer {
             return Err(refuse(Refusal::Claims, &"wrong issuer"));
         }
-        Ok(claims)
+        Ok((claims, jwk.map(|k| (k, header.kid))))
     }
 
     /// Asks the introspection endpoint (or the cache) about `token`, then checks its answer.
@@ -1409,6 +1484,50 @@ mod tests {
 
     fn body(r: &PluginResponse) -> Value {
         serde_json::from_slice(&r.body).unwrap()
+    }
+
+    #[tokio::test]
+    async fn verified_jwts_are_cached_until_they_expire() {
+        let env = env();
+        let build_env = BuildEnv {
+            consumers: &env.consumers,
+            upstream_ids: &env.upstream_ids,
+            base_dir: &env.base_dir,
+            scope: &env.scope,
+            services: &env.services,
+        };
+        let config: OpenIdConnectConfig = serde_json::from_value(hs_config()).unwrap();
+        let plugin = OpenIdConnect::new(config, &build_env).unwrap();
+        let token = hs_token(good_claims());
+        let first = plugin.authenticate(&token).await.unwrap();
+        let again = plugin.authenticate(&token).await.unwrap();
+        assert!(
+            Arc::ptr_eq(&first, &again),
+            "the second use comes from the cache"
+        );
+
+        // Expired while cached: checked in full again, and refused as expired.
+        let mut claims = good_claims();
+        claims["exp"] = json!(now() - 10);
+        let stale = hs_token(claims);
+        let tag = plugin.verified.tag(&[stale.as_bytes()]);
+        let endpoints = plugin.endpoints().await.unwrap();
+        let cached = VerifiedJwt {
+            claims: first.clone(),
+            endpoints,
+            key: None,
+            exp: Some(now() - 10),
+        };
+        plugin.verified.insert(
+            tag,
+            Arc::new(cached),
+            Instant::now() + StdDuration::from_secs(60),
+        );
+        assert_eq!(
+            plugin.authenticate(&stale).await.err(),
+            Some(Failure::Refused(Refusal::Expired))
+        );
+        assert!(plugin.verified.get(&tag).is_none(), "dropped");
     }
 
     #[tokio::test]
