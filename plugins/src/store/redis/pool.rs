@@ -169,9 +169,14 @@ impl ThreadConns {
             return;
         }
         self.conns.clear();
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            // Not on a runtime: nothing to watch, and nothing kept for next time.
+            self.runtime_alive = None;
+            return;
+        };
         let alive = Arc::new(AtomicBool::new(true));
         let guard = RuntimeAlive(alive.clone());
-        tokio::spawn(async move {
+        runtime.spawn(async move {
             let _guard = guard;
             std::future::pending::<()>().await
         });
@@ -565,4 +570,29 @@ pub(super) fn slot_member(id: u64) -> String {
 
 pub(super) fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn off_a_runtime_connections_are_not_kept_and_nothing_panics() {
+        let mut conns = ThreadConns::default();
+        conns.check_runtime();
+        assert!(conns.runtime_alive.is_none());
+    }
+
+    #[test]
+    fn connections_are_forgotten_once_their_runtime_shuts_down() {
+        let mut conns = ThreadConns::default();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        runtime.block_on(async { conns.check_runtime() });
+        let alive = conns.runtime_alive.clone().unwrap();
+        assert!(alive.load(Ordering::Acquire));
+        drop(runtime);
+        assert!(!alive.load(Ordering::Acquire));
+    }
 }
