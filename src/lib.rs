@@ -37,6 +37,7 @@ pub mod cluster;
 pub mod compress;
 pub mod config;
 pub mod drain;
+pub mod idle;
 pub mod metrics;
 pub mod proxy;
 pub mod reload;

@@ -6,6 +6,7 @@ use crate::cli::Cli;
 use crate::config::model::{Config, ListenerProtocol};
 use crate::config::{self, ConfigError};
 use crate::drain::Draining;
+use crate::idle::LeanKeepalive;
 use crate::proxy::GatewayProxy;
 use crate::reload::{ConfigManager, ReloadService};
 use crate::snapshot::Snapshot;
@@ -227,7 +228,10 @@ fn add_proxy_services(
             opts.h2c = true;
             proxy.server_options = Some(opts);
         }
-        Service::new(name.to_string(), Draining::new(proxy, drain))
+        Service::new(
+            name.to_string(),
+            Draining::new(LeanKeepalive::new(proxy), drain),
+        )
     };
     // h2c is a per-service option: plain listeners with `http2: true` get their own service.
     let mut main = proxy_service("gatehouse", false);

@@ -524,3 +524,52 @@ async fn keepalive_timeout_per_listener() {
     .await
     .unwrap();
 }
+
+/// A keep-alive connection waits for its next request outside the proxy: a request that
+/// arrives in pieces, requests sent back to back and a request sent long after the last one
+/// are all served, a client that closes while idle is let go, and a shutdown closes idle
+/// connections instead of waiting out their keep-alive timeout.
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_keepalive_connections_are_served_and_closed_on_shutdown() {
+    use std::io::Write;
+    use std::time::Duration;
+    let port = free_port();
+    let y = format!(
+        "listeners:\n  - {{ name: main, address: 127.0.0.1:{port} }}\n\
+         routes:\n  - {{ id: hello, paths: [/], plugins: {{ mock: {{ body: hi }} }} }}\n"
+    );
+    let gw = GatewayProcess::start(&y, port);
+    let mut s = tokio::task::spawn_blocking(move || {
+        let request = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n";
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        // The first byte alone, then the rest.
+        s.write_all(&request[..1]).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        s.write_all(&request[1..]).unwrap();
+        assert!(read_response(&mut s).ends_with("hi"));
+        for _ in 0..50 {
+            s.write_all(request).unwrap();
+            assert!(read_response(&mut s).ends_with("hi"));
+        }
+        std::thread::sleep(Duration::from_millis(1500));
+        s.write_all(request).unwrap();
+        assert!(read_response(&mut s).ends_with("hi"));
+        // Closed by the client while idle: the gateway still serves others.
+        let closing = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        drop(closing);
+        let mut other = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        other.write_all(request).unwrap();
+        assert!(read_response(&mut other).ends_with("hi"));
+        s
+    })
+    .await
+    .unwrap();
+    let started = std::time::Instant::now();
+    gw.signal("TERM");
+    let closed =
+        tokio::task::spawn_blocking(move || closed_within(&mut s, Duration::from_secs(10)))
+            .await
+            .unwrap();
+    assert!(closed, "the idle connection stayed open after SIGTERM");
+    assert!(started.elapsed() < Duration::from_secs(10));
+}

@@ -279,7 +279,7 @@ class Bench:
         self.procs = []
         self.tmp = tempfile.mkdtemp(prefix="gh-bench-")
         os.chmod(self.tmp, 0o755)  # nginx workers run unprivileged and must read the bodies
-        self.binary = os.path.join(ROOT, "target", "release", "gatehouse")
+        self.binary = args.binary or os.path.join(ROOT, "target", "release", "gatehouse")
         ncpu = os.cpu_count() or 2
         self.proxy_cpus = args.proxy_cpus
         used = cpu_list(args.proxy_cpus)
@@ -964,6 +964,7 @@ def main():
     ap.add_argument("--reloads", type=int, default=5)
     ap.add_argument("--out", default=os.path.join(ROOT, "benches", "load", "results.md"))
     ap.add_argument("--no-build", action="store_true")
+    ap.add_argument("--binary", help="the gatehouse binary to measure (e.g. a copy of an earlier build); implies --no-build")
     ap.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (configs, logs) for debugging")
     args = ap.parse_args()
 
@@ -976,7 +977,7 @@ def main():
     ensure("wrk", "wrk")
     ensure("nginx", "nginx-light")
     ensure("openssl", "openssl")
-    if not args.no_build:
+    if not args.no_build and not args.binary:
         subprocess.run(["cargo", "build", "--release", "--bin", "gatehouse"], cwd=ROOT, check=True)
 
     # Enough descriptors for the idle connections (the client here, and gatehouse and nginx,
@@ -1004,6 +1005,8 @@ def main():
     for opt in ("tls_key", "idle_connections", "idle_timeout", "reload_duration", "reloads"):
         if getattr(args, opt) != ap.get_default(opt):
             command += f" --{opt.replace('_', '-')} {getattr(args, opt)}"
+    if args.binary:
+        command += f" --binary {args.binary}"
     failed = True
     try:
         bench.setup(scenarios)

@@ -1,0 +1,175 @@
+//! Idle HTTP/1 keep-alive connections that hold little memory.
+//!
+//! Pingora serves the requests of an HTTP/1 connection in a loop whose future is sized for
+//! the HTTP/2 branch it may take, and each request inside a boxed future sized for the whole
+//! proxy; the wait for the next request's head happens inside the latter. An idle keep-alive
+//! connection therefore holds both allocations and a session. [`LeanKeepalive`] runs the
+//! HTTP/1 loop itself and waits for the first byte of each request on the bare connection,
+//! with the same keep-alive timeout and shutdown behaviour, before handing it to the app.
+
+use async_trait::async_trait;
+use pingora_core::apps::{HttpServerApp, ReusedHttpStream, ServerApp};
+use pingora_core::protocols::http::ServerSession;
+use pingora_core::protocols::Stream;
+use pingora_core::server::ShutdownWatch;
+use pingora_timeout::fast_timeout::fast_timeout;
+use std::any::Any;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// The keep-alive timeout Pingora gives the first request of a connection, in seconds.
+const FIRST_REQUEST_KEEPALIVE: u64 = 60;
+
+/// How long a request may take to start when its session has keep-alive off: Pingora's
+/// default read timeout.
+const NO_KEEPALIVE_WAIT: Duration = Duration::from_secs(60);
+
+/// Serves an HTTP app's plain HTTP/1 connections, waiting for each request without holding
+/// the app's per-request state. TLS, HTTP/2 and custom protocols go to the app unchanged.
+pub struct LeanKeepalive<A> {
+    inner: Arc<A>,
+    /// Set when the service shuts down: waiting connections close.
+    closing: AtomicBool,
+    wake: Notify,
+}
+
+/// What a connection carries from one request's session to the next.
+struct Carried {
+    keepalive: Option<u64>,
+    reuses: Option<u32>,
+    context: Option<Box<dyn Any + Send + Sync>>,
+}
+
+impl Carried {
+    fn into_session(self, stream: Stream) -> ServerSession {
+        let mut session = ServerSession::new_http1(stream);
+        session.set_keepalive(self.keepalive);
+        session.set_keepalive_reuses_remaining(self.reuses);
+        session.set_connection_user_context(self.context);
+        session
+    }
+}
+
+/// The next request of a connection.
+enum Next {
+    /// Wait on the connection, then start a session with what it carries.
+    Wait(Stream, Carried),
+    /// A session that may already hold the request (pipelined bytes): serve it at once.
+    Ready(Box<ServerSession>),
+}
+
+impl Next {
+    fn after(reused: ReusedHttpStream) -> Next {
+        let (stream, settings) = reused.consume();
+        let Some(settings) = settings else {
+            let fresh = Carried {
+                keepalive: None,
+                reuses: None,
+                context: None,
+            };
+            return Next::Wait(stream, fresh);
+        };
+        let mut session = ServerSession::new_http1(stream);
+        // The settings are opaque: apply them, then read them back.
+        settings.apply_to_session(&mut session);
+        if session.pipelining_enabled() {
+            return Next::Ready(Box::new(session));
+        }
+        let carried = Carried {
+            keepalive: session.get_keepalive(),
+            reuses: session.get_keepalive_reuses_remaining(),
+            context: session.take_connection_user_context(),
+        };
+        match session {
+            ServerSession::H1(http1) => Next::Wait(http1.into_inner(), carried),
+            other => Next::Ready(Box::new(other)),
+        }
+    }
+}
+
+impl<A: HttpServerApp> LeanKeepalive<A> {
+    /// Wraps `inner`.
+    pub fn new(inner: A) -> Self {
+        LeanKeepalive {
+            inner: Arc::new(inner),
+            closing: AtomicBool::new(false),
+            wake: Notify::new(),
+        }
+    }
+
+    /// Whether this loop serves `stream`: plain HTTP/1 on a service without h2c.
+    fn serves(&self, stream: &Stream) -> bool {
+        let options = self.inner.server_options();
+        options.is_none_or(|o| !o.h2c && !o.force_custom)
+            && stream.get_ssl_digest().is_none()
+            && stream.selected_alpn_proto().is_none()
+    }
+
+    /// Waits until the connection has a byte to read. False when it should close instead:
+    /// the client closed it or it failed, the wait timed out, or the service is shutting down.
+    async fn wait_for_request(&self, stream: &mut Stream, keepalive: Option<u64>) -> bool {
+        let shutdown = self.wake.notified();
+        if self.closing.load(Ordering::Acquire) {
+            return false;
+        }
+        let mut first = [0u8; 1];
+        // `try_peek` reads the byte into the connection's read buffer and puts it back: the
+        // session then reads the request's head from there.
+        let peek = stream.try_peek(&mut first);
+        let ready = async {
+            let limit = match keepalive {
+                Some(0) => return peek.await.ok(),
+                Some(secs) => Duration::from_secs(secs),
+                None => NO_KEEPALIVE_WAIT,
+            };
+            fast_timeout(limit, peek).await.ok().and_then(Result::ok)
+        };
+        tokio::select! {
+            biased;
+            ready = ready => ready.is_some(),
+            () = shutdown => false,
+        }
+    }
+}
+
+#[async_trait]
+impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for LeanKeepalive<A> {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        if !self.serves(&stream) {
+            return ServerApp::process_new(&self.inner, stream, shutdown).await;
+        }
+        let first = Carried {
+            keepalive: (!*shutdown.borrow()).then_some(FIRST_REQUEST_KEEPALIVE),
+            reuses: self
+                .inner
+                .server_options()
+                .and_then(|o| o.keepalive_request_limit),
+            context: None,
+        };
+        let mut next = Next::Wait(stream, first);
+        loop {
+            let session = match next {
+                Next::Ready(session) => *session,
+                Next::Wait(mut stream, carried) => {
+                    if !self.wait_for_request(&mut stream, carried.keepalive).await {
+                        return None;
+                    }
+                    carried.into_session(stream)
+                }
+            };
+            next = Next::after(self.inner.process_new_http(session, shutdown).await?);
+        }
+    }
+
+    async fn cleanup(&self) {
+        self.closing.store(true, Ordering::Release);
+        self.wake.notify_waiters();
+        self.inner.http_cleanup().await;
+    }
+}
