@@ -22,25 +22,11 @@ use openssl::sign::Signer;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use support::{client, free_port, EchoUpstream, GatewayProcess};
+use std::time::Duration;
+use support::bearer::{assert_refused, b64url, now, send, signing_input, with_bearer};
+use support::{free_port, EchoUpstream, GatewayProcess};
 
 const HS_SECRET: &str = "carol-shared-secret-0123456789abcdef";
-
-fn b64url(data: &[u8]) -> String {
-    openssl::base64::encode_block(data)
-        .replace('+', "-")
-        .replace('/', "_")
-        .trim_end_matches('=')
-        .to_string()
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
 
 /// A signing key and how it signs.
 enum Key {
@@ -129,13 +115,9 @@ impl Key {
 /// A compact JWS with `header` and `claims`, signed by `key` with `header.alg`.
 fn token(key: &Key, header: Value, claims: Value) -> String {
     let alg = header["alg"].as_str().unwrap_or("none").to_string();
-    let signing_input = format!(
-        "{}.{}",
-        b64url(header.to_string().as_bytes()),
-        b64url(claims.to_string().as_bytes())
-    );
-    let sig = key.sign(&alg, signing_input.as_bytes());
-    format!("{signing_input}.{}", b64url(&sig))
+    let input = signing_input(&header, &claims);
+    let sig = key.sign(&alg, input.as_bytes());
+    format!("{input}.{}", b64url(&sig))
 }
 
 fn valid_claims(sub: &str) -> Value {
@@ -249,50 +231,6 @@ consumers:
         bob_pem = block(&keys.bob.public_pem(), 10),
         dave_pem = keys.dave.public_pem().replace('\n', "\\n"),
     )
-}
-
-struct Reply {
-    status: u16,
-    challenge: String,
-    body: Value,
-}
-
-impl Reply {
-    fn upstream_header(&self, name: &str) -> Option<&str> {
-        self.body["headers"][name].as_str()
-    }
-}
-
-async fn send(port: u16, path: &str, headers: &[(&str, &str)]) -> Reply {
-    let mut req = client().get(format!("http://127.0.0.1:{port}{path}"));
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let r = req.send().await.expect("request");
-    let status = r.status().as_u16();
-    let challenge = r
-        .headers()
-        .get("www-authenticate")
-        .map(|v| v.to_str().unwrap().to_string())
-        .unwrap_or_default();
-    let body = r.json().await.unwrap_or(Value::Null);
-    Reply {
-        status,
-        challenge,
-        body,
-    }
-}
-
-async fn with_bearer(port: u16, path: &str, token: &str) -> Reply {
-    send(port, path, &[("authorization", &format!("Bearer {token}"))]).await
-}
-
-const INVALID: &str = "Bearer realm=\"gatehouse\", error=\"invalid_token\"";
-
-fn assert_refused(r: &Reply, error: &str, what: &str) {
-    assert_eq!(r.status, 401, "{what}: {:?}", r.body);
-    assert_eq!(r.body, json!({"error": error, "status": 401}), "{what}");
-    assert_eq!(r.challenge, INVALID, "{what}");
 }
 
 /// A JWKS server whose document the test can change; counts fetches.

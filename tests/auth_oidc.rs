@@ -19,28 +19,14 @@ use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use support::{client, free_port, EchoUpstream, GatewayProcess};
+use std::time::{Duration, Instant};
+use support::bearer::{assert_refused, b64url, now, send, signing_input, with_bearer};
+use support::{free_port, EchoUpstream, GatewayProcess};
 
 const CLIENT_ID: &str = "gatehouse";
 const CLIENT_SECRET: &str = "introspection-secret";
 const HS_SECRET: &str = "the-client-secret-0123456789abcdef";
 const AUDIENCE: &str = "orders-api";
-
-fn b64url(data: &[u8]) -> String {
-    openssl::base64::encode_block(data)
-        .replace('+', "-")
-        .replace('/', "_")
-        .trim_end_matches('=')
-        .to_string()
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
 
 /// An RSA signing key, published with `alg` (RS256 or PS256).
 struct RsaKey {
@@ -82,14 +68,6 @@ impl RsaKey {
         s.update(input.as_bytes()).unwrap();
         format!("{input}.{}", b64url(&s.sign_to_vec().unwrap()))
     }
-}
-
-fn signing_input(header: &Value, claims: &Value) -> String {
-    format!(
-        "{}.{}",
-        b64url(header.to_string().as_bytes()),
-        b64url(claims.to_string().as_bytes())
-    )
 }
 
 fn hs256_token(secret: &[u8], claims: &Value) -> String {
@@ -354,50 +332,6 @@ consumers:
         base = idp.base,
         discovery = idp.discovery_url(),
     )
-}
-
-struct Reply {
-    status: u16,
-    challenge: String,
-    body: Value,
-}
-
-impl Reply {
-    fn upstream_header(&self, name: &str) -> Option<&str> {
-        self.body["headers"][name].as_str()
-    }
-}
-
-async fn send(port: u16, path: &str, headers: &[(&str, &str)]) -> Reply {
-    let mut req = client().get(format!("http://127.0.0.1:{port}{path}"));
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let r = req.send().await.expect("request");
-    let status = r.status().as_u16();
-    let challenge = r
-        .headers()
-        .get("www-authenticate")
-        .map(|v| v.to_str().unwrap().to_string())
-        .unwrap_or_default();
-    let body = r.json().await.unwrap_or(Value::Null);
-    Reply {
-        status,
-        challenge,
-        body,
-    }
-}
-
-async fn with_bearer(port: u16, path: &str, token: &str) -> Reply {
-    send(port, path, &[("authorization", &format!("Bearer {token}"))]).await
-}
-
-const INVALID: &str = "Bearer realm=\"gatehouse\", error=\"invalid_token\"";
-
-fn assert_refused(r: &Reply, error: &str, what: &str) {
-    assert_eq!(r.status, 401, "{what}: {:?}", r.body);
-    assert_eq!(r.body, json!({"error": error, "status": 401}), "{what}");
-    assert_eq!(r.challenge, INVALID, "{what}");
 }
 
 struct Setup {

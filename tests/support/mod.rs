@@ -2,6 +2,7 @@
 //! which plugin authors use too) plus the services some features need.
 #![allow(dead_code, unused_imports)]
 
+pub mod bearer;
 pub mod services;
 
 pub use gatehouse_testkit::{
