@@ -10,6 +10,7 @@ use super::credentials::{
     hide_query_param, query_param, remove_cookie, strip_scheme, unauthorized, Authenticated, REALM,
 };
 use super::jwks::{parse_jwks, pinned, KeySet, RemoteJwks, VerifyKey};
+use super::jwt_claims::{decode_claims, Refusal};
 use super::verified::VerifiedCache;
 use crate::context::{Consumer, RequestContext};
 use crate::factory::{BuildEnv, ConfigError, TypedFactory};
@@ -18,7 +19,6 @@ use crate::response::PluginResponse;
 use crate::units::Duration;
 use async_trait::async_trait;
 use http::header::{HeaderName, HeaderValue, AUTHORIZATION};
-use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, Validation};
 use pingora_error::Result;
 use pingora_http::RequestHeader;
@@ -160,15 +160,6 @@ enum Place {
     Header,
     Query,
     Cookie,
-}
-
-/// Why a token was refused; the client learns only this category.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Refusal {
-    Invalid,
-    Expired,
-    NotYetValid,
-    Claims,
 }
 
 /// The `jwt-auth` plugin.
@@ -616,21 +607,8 @@ impl JwtAuth {
             let why = format_args!("alg {:?} is not its key's {:?}", header.alg, key.alg);
             return Err(refuse(Refusal::Invalid, &why));
         }
-        let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &key.validation)
-            .map_err(|e| {
-                let r = match e.kind() {
-                    ErrorKind::ExpiredSignature => Refusal::Expired,
-                    ErrorKind::ImmatureSignature => Refusal::NotYetValid,
-                    ErrorKind::InvalidIssuer
-                    | ErrorKind::InvalidAudience
-                    | ErrorKind::InvalidSubject
-                    | ErrorKind::MissingRequiredClaim(_)
-                    | ErrorKind::InvalidClaimFormat(_) => Refusal::Claims,
-                    _ => Refusal::Invalid,
-                };
-                refuse(r, &e)
-            })?;
-        let claims = data.claims;
+        let claims =
+            decode_claims(token, &key.key, &key.validation).map_err(|(r, e)| refuse(r, &e))?;
         if let Some(c) = self
             .required_claims
             .iter()

@@ -15,6 +15,7 @@ mod credentials;
 pub mod hmac_auth;
 mod jwks;
 pub mod jwt_auth;
+mod jwt_claims;
 mod jwt_crypto;
 pub mod key_auth;
 pub mod openid_connect;

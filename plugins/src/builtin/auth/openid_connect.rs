@@ -25,6 +25,7 @@ use super::credentials::{
     already_authenticated, challenge, strip_scheme, unauthorized, Authenticated, REALM,
 };
 use super::jwks::{RemoteJwks, VerifyKey};
+use super::jwt_claims::{decode_claims, Refusal};
 use super::verified::VerifiedCache;
 use crate::context::{Consumer, RequestContext};
 use crate::factory::{BuildEnv, ConfigError, TypedFactory};
@@ -35,7 +36,6 @@ use async_trait::async_trait;
 use base64::Engine as _;
 use dashmap::DashMap;
 use http::header::{HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
-use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, Validation};
 use pingora_error::Result;
 use pingora_http::RequestHeader;
@@ -728,15 +728,6 @@ fn http_url(s: &str) -> Result<reqwest::Url, String> {
     Ok(url)
 }
 
-/// Why a token was refused; the client learns only this category.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Refusal {
-    Invalid,
-    Expired,
-    NotYetValid,
-    Claims,
-}
-
 /// Why a request could not be authenticated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Failure {
@@ -1200,21 +1191,7 @@ impl OpenIdConnect {
             let found = jwk.insert(found);
             (&found.key, &found.validation)
         };
-        let data =
-            jsonwebtoken::decode::<Map<String, Value>>(token, key, validation).map_err(|e| {
-                let r = match e.kind() {
-                    ErrorKind::ExpiredSignature => Refusal::Expired,
-                    ErrorKind::ImmatureSignature => Refusal::NotYetValid,
-                    ErrorKind::InvalidIssuer
-                    | ErrorKind::InvalidAudience
-                    | ErrorKind::InvalidSubject
-                    | ErrorKind::MissingRequiredClaim(_)
-                    | ErrorKind::InvalidClaimFormat(_) => Refusal::Claims,
-                    _ => Refusal::Invalid,
-                };
-                refuse(r, &e)
-            })?;
-        let claims = data.claims;
+        let claims = decode_claims(token, key, validation).map_err(|(r, e)| refuse(r, &e))?;
         let issuer = endpoints.issuer.as_deref();
         if issuer.is_none() || claims.get("iss").and_then(Value::as_str) != issuer {
             return Err(refuse(Refusal::Claims, &"wrong issuer"));
