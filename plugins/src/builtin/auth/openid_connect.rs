@@ -536,6 +536,10 @@ struct Cached {
 }
 
 /// Calls to the introspection endpoint and their cache.
+/// What introspection says of a token: its claims when active, `None` when not; or why the
+/// IdP could not be asked.
+type Answer = Result<Option<Arc<Map<String, Value>>>, String>;
+
 struct Introspector {
     client: reqwest::Client,
     /// `Basic base64(client_id:client_secret)`, both form-encoded first (RFC 6749 §2.3.1).
@@ -543,9 +547,29 @@ struct Introspector {
     cache_ttl: StdDuration,
     cache_size: usize,
     cache: DashMap<[u8; 32], Cached>,
+    /// Calls under way, by token digest: concurrent requests with the same token wait for
+    /// one answer instead of each asking the IdP.
+    in_flight: DashMap<[u8; 32], Arc<tokio::sync::OnceCell<Answer>>>,
     /// When the cache was last swept of expired answers (ms since `epoch`).
     last_sweep: AtomicU64,
     epoch: Instant,
+}
+
+/// One caller's share of a call under way; the last one out, finished or cancelled, removes
+/// the call (its answer, if any, is in the cache by then).
+struct InFlight<'a> {
+    calls: &'a DashMap<[u8; 32], Arc<tokio::sync::OnceCell<Answer>>>,
+    digest: [u8; 32],
+    answer: Arc<tokio::sync::OnceCell<Answer>>,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        // Two holders left: the map and this caller.
+        self.calls.remove_if(&self.digest, |_, c| {
+            Arc::ptr_eq(c, &self.answer) && Arc::strong_count(c) <= 2
+        });
+    }
 }
 
 impl Introspector {
@@ -590,22 +614,18 @@ impl Introspector {
             cache_ttl: c.cache_ttl.get(),
             cache_size: c.cache_size,
             cache: DashMap::new(),
+            in_flight: DashMap::new(),
             last_sweep: AtomicU64::new(0),
             epoch: Instant::now(),
         })
     }
 
     /// The IdP's answer for `token`: its claims when active, `None` when not.
-    async fn introspect(
-        &self,
-        endpoint: &reqwest::Url,
-        token: &str,
-    ) -> Result<Option<Arc<Map<String, Value>>>, String> {
+    async fn introspect(&self, endpoint: &reqwest::Url, token: &str) -> Answer {
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        let now = Instant::now();
         let mut expired = false;
         if let Some(hit) = self.cache.get(&digest) {
-            if hit.expires > now {
+            if hit.expires > Instant::now() {
                 return Ok(hit.claims.clone());
             }
             expired = true;
@@ -613,6 +633,21 @@ impl Introspector {
         if expired {
             self.cache.remove(&digest);
         }
+        let call = InFlight {
+            calls: &self.in_flight,
+            digest,
+            answer: self.in_flight.entry(digest).or_default().clone(),
+        };
+        // When the caller that asks is cancelled, one of the waiting ones asks instead.
+        call.answer
+            .get_or_init(|| self.ask(endpoint, token, digest))
+            .await
+            .clone()
+    }
+
+    /// Asks the IdP about `token` and remembers an answer it gave.
+    async fn ask(&self, endpoint: &reqwest::Url, token: &str, digest: [u8; 32]) -> Answer {
+        let asked = Instant::now();
         let claims = self.call(endpoint, token).await?;
         let active = claims.get("active").and_then(Value::as_bool) == Some(true);
         let claims = active.then(|| Arc::new(claims));
@@ -627,7 +662,7 @@ impl Introspector {
             self.remember(
                 digest,
                 Cached {
-                    expires: now + ttl,
+                    expires: asked + ttl,
                     claims: claims.clone(),
                 },
             );
@@ -1706,6 +1741,14 @@ mod tests {
     /// A one-route HTTP server answering every request with `answer`; counts requests and
     /// keeps the last request's head and body.
     async fn idp(answer: &'static str) -> (String, Arc<AtomicUsize>, Arc<Mutex<String>>) {
+        idp_answering_after(answer, StdDuration::ZERO).await
+    }
+
+    /// An introspection endpoint that answers `answer` after `delay`, counting the calls.
+    async fn idp_answering_after(
+        answer: &'static str,
+        delay: StdDuration,
+    ) -> (String, Arc<AtomicUsize>, Arc<Mutex<String>>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/introspect", listener.local_addr().unwrap());
         let calls = Arc::new(AtomicUsize::new(0));
@@ -1740,6 +1783,7 @@ mod tests {
                             }
                         }
                     }
+                    tokio::time::sleep(delay).await;
                     let reply = format!(
                         "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
                         answer.len()
@@ -1758,6 +1802,50 @@ mod tests {
             "required_scopes": ["read"],
             "claims_to_headers": {"username": "x-user"},
         })
+    }
+
+    #[tokio::test]
+    async fn concurrent_introspections_of_one_token_ask_once() {
+        let (url, calls, _) = idp_answering_after(
+            r#"{"active": true, "scope": "read", "exp": 99999999999}"#,
+            StdDuration::from_millis(300),
+        )
+        .await;
+        let introspector = Arc::new(
+            Introspector::new(&IntrospectionConfig {
+                endpoint: Some(url.clone()),
+                client_id: "gateway".into(),
+                client_secret: "secret".into(),
+                cache_ttl: Duration::from_secs(30),
+                cache_size: 100,
+                timeout: Duration::from_secs(5),
+            })
+            .unwrap(),
+        );
+        let endpoint = reqwest::Url::parse(&url).unwrap();
+        let mut callers = tokio::task::JoinSet::new();
+        for _ in 0..20 {
+            let (i, e) = (introspector.clone(), endpoint.clone());
+            callers.spawn(async move { i.introspect(&e, "one-token").await });
+        }
+        while let Some(answer) = callers.join_next().await {
+            let claims = answer.unwrap().unwrap().expect("active");
+            assert_eq!(claims["scope"], "read");
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "one call for 20 requests");
+        assert!(introspector.in_flight.is_empty());
+
+        // Callers that give up leave nothing behind.
+        let gave_up = tokio::time::timeout(
+            StdDuration::from_millis(50),
+            introspector.introspect(&endpoint, "another-token"),
+        )
+        .await;
+        assert!(gave_up.is_err());
+        assert!(introspector.in_flight.is_empty());
+        // A later caller asks again and gets the answer.
+        let again = introspector.introspect(&endpoint, "another-token").await;
+        assert!(again.unwrap().is_some());
     }
 
     #[tokio::test]
