@@ -35,7 +35,8 @@ pub struct LeanKeepalive<A> {
     wake: Notify,
 }
 
-/// What a connection carries from one request's session to the next.
+/// What a connection carries from one request's session to the next (nothing, by default).
+#[derive(Default)]
 struct Carried {
     keepalive: Option<u64>,
     reuses: Option<u32>,
@@ -64,12 +65,7 @@ impl Next {
     fn after(reused: ReusedHttpStream) -> Next {
         let (stream, settings) = reused.consume();
         let Some(settings) = settings else {
-            let fresh = Carried {
-                keepalive: None,
-                reuses: None,
-                context: None,
-            };
-            return Next::Wait(stream, fresh);
+            return Next::Wait(stream, Carried::default());
         };
         let mut session = ServerSession::new_http1(stream);
         // The settings are opaque: apply them, then read them back.
@@ -150,7 +146,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for LeanKeepalive<A> {
                 .inner
                 .server_options()
                 .and_then(|o| o.keepalive_request_limit),
-            context: None,
+            ..Carried::default()
         };
         let mut next = Next::Wait(stream, first);
         loop {

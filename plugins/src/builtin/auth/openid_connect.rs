@@ -535,11 +535,11 @@ struct Cached {
     claims: Option<Arc<Map<String, Value>>>,
 }
 
-/// Calls to the introspection endpoint and their cache.
 /// What introspection says of a token: its claims when active, `None` when not; or why the
 /// IdP could not be asked.
 type Answer = Result<Option<Arc<Map<String, Value>>>, String>;
 
+/// Calls to the introspection endpoint and their cache.
 struct Introspector {
     client: reqwest::Client,
     /// `Basic base64(client_id:client_secret)`, both form-encoded first (RFC 6749 §2.3.1).
