@@ -4,23 +4,37 @@
 //! the HTTP/2 branch it may take, and each request inside a boxed future sized for the whole
 //! proxy; the wait for the next request's head happens inside the latter. An idle keep-alive
 //! connection therefore holds both allocations and a session. [`LeanKeepalive`] runs the
-//! HTTP/1 loop itself and waits for the first byte of each request on the bare connection,
-//! with the same keep-alive timeout and shutdown behaviour, before handing it to the app.
+//! HTTP/1 loop itself and waits for the start of each request on the bare connection, with
+//! the same keep-alive timeout and shutdown behaviour; the bytes read are handed to the
+//! session, which parses them before it reads from the connection. Plain listeners are
+//! built without a socket read buffer (see `server.rs`), so a waiting connection holds no
+//! buffer at all.
 
 use async_trait::async_trait;
+use bytes::BytesMut;
 use pingora_core::apps::{HttpServerApp, ReusedHttpStream, ServerApp};
 use pingora_core::protocols::http::ServerSession;
 use pingora_core::protocols::Stream;
 use pingora_core::server::ShutdownWatch;
 use pingora_timeout::fast_timeout::fast_timeout;
 use std::any::Any;
+use std::future::poll_fn;
+use std::io;
+use std::mem::MaybeUninit;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
+use tokio::io::{AsyncRead, ReadBuf};
 use tokio::sync::Notify;
 
 /// The keep-alive timeout Pingora gives the first request of a connection, in seconds.
 const FIRST_REQUEST_KEEPALIVE: u64 = 60;
+
+/// The most a waiting connection reads before handing the request to the app: the size of
+/// the buffer Pingora reads a request's head into.
+const FIRST_READ: usize = 4096;
 
 /// How long a request may take to start when its session has keep-alive off: Pingora's
 /// default read timeout.
@@ -103,31 +117,52 @@ impl<A: HttpServerApp> LeanKeepalive<A> {
             && stream.selected_alpn_proto().is_none()
     }
 
-    /// Waits until the connection has a byte to read. False when it should close instead:
-    /// the client closed it or it failed, the wait timed out, or the service is shutting down.
-    async fn wait_for_request(&self, stream: &mut Stream, keepalive: Option<u64>) -> bool {
+    /// Waits for the start of the next request and returns the bytes read. `None` when the
+    /// connection should close instead: the client closed it or it failed, the wait timed
+    /// out, or the service is shutting down.
+    async fn wait_for_request(
+        &self,
+        stream: &mut Stream,
+        keepalive: Option<u64>,
+    ) -> Option<BytesMut> {
         let shutdown = self.wake.notified();
         if self.closing.load(Ordering::Acquire) {
-            return false;
+            return None;
         }
-        let mut first = [0u8; 1];
-        // `try_peek` reads the byte into the connection's read buffer and puts it back: the
-        // session then reads the request's head from there.
-        let peek = stream.try_peek(&mut first);
+        let first_read = poll_fn(|cx| poll_first_read(stream, cx));
         let ready = async {
             let limit = match keepalive {
-                Some(0) => return peek.await.ok(),
+                Some(0) => return first_read.await.ok(),
                 Some(secs) => Duration::from_secs(secs),
                 None => NO_KEEPALIVE_WAIT,
             };
-            fast_timeout(limit, peek).await.ok().and_then(Result::ok)
+            fast_timeout(limit, first_read)
+                .await
+                .ok()
+                .and_then(Result::ok)
         };
         tokio::select! {
             biased;
-            ready = ready => ready.is_some(),
-            () = shutdown => false,
+            head = ready => head,
+            () = shutdown => None,
         }
     }
+}
+
+/// Reads what the connection has, once it has something, into a new buffer sized like the
+/// one Pingora would have read the request's head into. The scratch space lives on the
+/// stack for the length of one poll, so a waiting connection holds no buffer.
+fn poll_first_read(stream: &mut Stream, cx: &mut Context<'_>) -> Poll<io::Result<BytesMut>> {
+    let mut scratch = [MaybeUninit::<u8>::uninit(); FIRST_READ];
+    let mut read = ReadBuf::uninit(&mut scratch);
+    ready!(Pin::new(stream).poll_read(cx, &mut read))?;
+    let filled = read.filled();
+    if filled.is_empty() {
+        return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into()));
+    }
+    let mut head = BytesMut::with_capacity(FIRST_READ);
+    head.extend_from_slice(filled);
+    Poll::Ready(Ok(head))
 }
 
 #[async_trait]
@@ -153,10 +188,13 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for LeanKeepalive<A> {
             let session = match next {
                 Next::Ready(session) => *session,
                 Next::Wait(mut stream, carried) => {
-                    if !self.wait_for_request(&mut stream, carried.keepalive).await {
-                        return None;
-                    }
-                    carried.into_session(stream)
+                    let head = self
+                        .wait_for_request(&mut stream, carried.keepalive)
+                        .await?;
+                    let mut session = carried.into_session(stream);
+                    // The session parses these bytes before it reads from the connection.
+                    session.set_pipelined_prefix(head);
+                    session
                 }
             };
             next = Next::after(self.inner.process_new_http(session, shutdown).await?);

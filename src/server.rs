@@ -26,11 +26,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The socket read buffer of a plain HTTP connection. Pingora's default (64 KiB) is sized
-/// for TLS records; under plain HTTP/1, Pingora reads headers and bodies into buffers of its
-/// own (reads as large as this buffer bypass it), so a smaller one only saves memory per
-/// connection.
-const PLAIN_READ_BUFFER: usize = 4096;
+/// The socket read buffer of a plain HTTP connection: none. Pingora's default (64 KiB) is
+/// sized for TLS records; under plain HTTP/1 a request's head is read into a buffer of
+/// [`LeanKeepalive`]'s and its body into Pingora's own, so a socket buffer would only copy
+/// the bytes once more and hold memory while the connection waits.
+const PLAIN_READ_BUFFER: usize = 0;
 
 /// A Gatehouse gateway: the built-in plugins plus any added with
 /// [`GatewayBuilder::plugin`].

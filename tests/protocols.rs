@@ -446,6 +446,58 @@ async fn certificates_through_the_admin_api_and_reload() {
     assert_eq!(probe("file.test").await.unwrap(), vec!["renewed.test"]);
 }
 
+/// What a kept-alive connection reads while it waits for a request reaches the upstream
+/// whole: a body sent in the same packet as its head, a head larger than one read, and a
+/// body larger than one read, each on the same connection after the one before.
+#[tokio::test(flavor = "multi_thread")]
+async fn keepalive_requests_reach_the_upstream_whole() {
+    use std::io::Write;
+    let up = EchoUpstream::start("u").await;
+    let port = free_port();
+    let y = format!(
+        "listeners:\n  - {{ name: main, address: 127.0.0.1:{port} }}\n\
+         upstreams:\n  - {{ id: u, nodes: [{{ address: \"{}\" }}] }}\n\
+         routes:\n  - {{ id: all, paths: [\"/*\"], upstream: u }}\n",
+        up.addr
+    );
+    let _gw = GatewayProcess::start(&y, port);
+    tokio::task::spawn_blocking(move || {
+        let echoed = |s: &mut std::net::TcpStream| -> serde_json::Value {
+            let response = read_response(s);
+            assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+            let (_, body) = response.split_once("\r\n\r\n").unwrap();
+            serde_json::from_str(body).unwrap()
+        };
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.write_all(b"POST /small HTTP/1.1\r\nHost: t\r\nContent-Length: 7\r\n\r\npayload")
+            .unwrap();
+        let v = echoed(&mut s);
+        assert_eq!(
+            (v["uri"].as_str(), v["body"].as_str()),
+            (Some("/small"), Some("payload"))
+        );
+
+        let big_header = "h".repeat(10_000);
+        let head = format!("GET /big-head HTTP/1.1\r\nHost: t\r\nX-Big: {big_header}\r\n\r\n");
+        s.write_all(head.as_bytes()).unwrap();
+        let v = echoed(&mut s);
+        assert_eq!(v["uri"], "/big-head");
+        assert_eq!(v["headers"]["x-big"].as_str().map(str::len), Some(10_000));
+
+        let body = "b".repeat(20_000);
+        let request = format!(
+            "POST /big-body HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(request.as_bytes()).unwrap();
+        let v = echoed(&mut s);
+        assert_eq!(v["uri"], "/big-body");
+        assert_eq!(v["body"].as_str().map(str::len), Some(20_000));
+    })
+    .await
+    .unwrap();
+}
+
 /// Reads one HTTP/1.1 response (headers and a `Content-Length` body) from `s`.
 fn read_response(s: &mut std::net::TcpStream) -> String {
     use std::io::Read;
