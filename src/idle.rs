@@ -6,15 +6,15 @@
 //! connection therefore holds both allocations and a session. [`LeanKeepalive`] runs the
 //! HTTP/1 loop itself and waits for the start of each request on the bare connection, with
 //! the same keep-alive timeout and shutdown behaviour; the bytes read are handed to the
-//! session, which parses them before it reads from the connection. Plain listeners are
-//! built without a socket read buffer (see `server.rs`), so a waiting connection holds no
-//! buffer at all.
+//! session, which parses them before it reads from the connection. This holds for HTTP/1
+//! over TLS too. Listeners are built without a socket read buffer (see `server.rs`), so a
+//! waiting connection holds no read buffer of gatehouse's or Pingora's.
 
 use async_trait::async_trait;
 use bytes::BytesMut;
 use pingora_core::apps::{HttpServerApp, ReusedHttpStream, ServerApp};
 use pingora_core::protocols::http::ServerSession;
-use pingora_core::protocols::Stream;
+use pingora_core::protocols::{Stream, ALPN};
 use pingora_core::server::ShutdownWatch;
 use pingora_timeout::fast_timeout::fast_timeout;
 use std::any::Any;
@@ -40,8 +40,9 @@ const FIRST_READ: usize = 4096;
 /// default read timeout.
 const NO_KEEPALIVE_WAIT: Duration = Duration::from_secs(60);
 
-/// Serves an HTTP app's plain HTTP/1 connections, waiting for each request without holding
-/// the app's per-request state. TLS, HTTP/2 and custom protocols go to the app unchanged.
+/// Serves an HTTP app's HTTP/1 connections, plain or over TLS, waiting for each request
+/// without holding the app's per-request state. HTTP/2 (h2c or ALPN `h2`) and custom
+/// protocols go to the app unchanged.
 pub struct LeanKeepalive<A> {
     inner: Arc<A>,
     /// Set when the service shuts down: waiting connections close.
@@ -109,12 +110,16 @@ impl<A: HttpServerApp> LeanKeepalive<A> {
         }
     }
 
-    /// Whether this loop serves `stream`: plain HTTP/1 on a service without h2c.
+    /// Whether this loop serves `stream`: HTTP/1, plain (on a service without h2c) or over
+    /// TLS (when ALPN did not pick HTTP/2 or a custom protocol).
     fn serves(&self, stream: &Stream) -> bool {
         let options = self.inner.server_options();
-        options.is_none_or(|o| !o.h2c && !o.force_custom)
-            && stream.get_ssl_digest().is_none()
-            && stream.selected_alpn_proto().is_none()
+        if options.is_some_and(|o| o.force_custom) {
+            return false;
+        }
+        let tls = stream.get_ssl_digest().is_some();
+        (tls || !options.is_some_and(|o| o.h2c))
+            && matches!(stream.selected_alpn_proto(), None | Some(ALPN::H1))
     }
 
     /// Waits for the start of the next request and returns the bytes read. `None` when the

@@ -32,6 +32,11 @@ use std::time::Duration;
 /// the bytes once more and hold memory while the connection waits.
 const PLAIN_READ_BUFFER: usize = 0;
 
+/// The socket read buffer of an HTTPS connection: none. Pingora's default (64 KiB) would
+/// be held by every connection, idle ones included; with OpenSSL's read-ahead on, each read
+/// still takes whatever the socket has in one system call.
+const TLS_READ_BUFFER: usize = 0;
+
 /// A Gatehouse gateway: the built-in plugins plus any added with
 /// [`GatewayBuilder::plugin`].
 ///
@@ -257,7 +262,14 @@ fn add_proxy_services(
                 if l.http2 {
                     settings.enable_h2();
                 }
-                main.add_tls_with_settings(&l.address, None, settings);
+                // OpenSSL reads as much as the socket has into its own buffer, which it frees
+                // once consumed (the acceptor runs in RELEASE_BUFFERS mode): no socket buffer
+                // is needed in front of it.
+                settings.set_read_ahead(true);
+                let listener = ListenerConfig::tcp(l.address.clone())
+                    .tls(settings)
+                    .l4_buffer(L4BufferSettings::default().read(TLS_READ_BUFFER));
+                main.add_listener(listener);
             }
         }
     }

@@ -446,60 +446,98 @@ async fn certificates_through_the_admin_api_and_reload() {
     assert_eq!(probe("file.test").await.unwrap(), vec!["renewed.test"]);
 }
 
-/// What a kept-alive connection reads while it waits for a request reaches the upstream
-/// whole: a body sent in the same packet as its head, a head larger than one read, and a
-/// body larger than one read, each on the same connection after the one before.
-#[tokio::test(flavor = "multi_thread")]
-async fn keepalive_requests_reach_the_upstream_whole() {
-    use std::io::Write;
+/// A gateway proxying everything to an echo upstream, with one plain and one HTTPS (HTTP/1.1
+/// only) listener; returns the plain port and the HTTPS port.
+async fn echo_gateway(dir: &Path) -> (EchoUpstream, GatewayProcess, u16, u16) {
     let up = EchoUpstream::start("u").await;
-    let port = free_port();
+    let cert = make_cert(dir, "a.test");
+    let (port, tls_port) = (free_port(), free_port());
     let y = format!(
         "listeners:\n  - {{ name: main, address: 127.0.0.1:{port} }}\n\
+         \x20 - {{ name: tls, address: 127.0.0.1:{tls_port}, protocol: https, tls: {{ certificates: [{{ cert: {}, key: {} }}] }} }}\n\
          upstreams:\n  - {{ id: u, nodes: [{{ address: \"{}\" }}] }}\n\
          routes:\n  - {{ id: all, paths: [\"/*\"], upstream: u }}\n",
-        up.addr
+        cert.cert_path, cert.key_path, up.addr
     );
-    let _gw = GatewayProcess::start(&y, port);
-    tokio::task::spawn_blocking(move || {
-        let echoed = |s: &mut std::net::TcpStream| -> serde_json::Value {
-            let response = read_response(s);
-            assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-            let (_, body) = response.split_once("\r\n\r\n").unwrap();
-            serde_json::from_str(body).unwrap()
-        };
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-        s.write_all(b"POST /small HTTP/1.1\r\nHost: t\r\nContent-Length: 7\r\n\r\npayload")
-            .unwrap();
-        let v = echoed(&mut s);
-        assert_eq!(
-            (v["uri"].as_str(), v["body"].as_str()),
-            (Some("/small"), Some("payload"))
-        );
+    let gw = GatewayProcess::start(&y, port);
+    (up, gw, port, tls_port)
+}
 
-        let big_header = "h".repeat(10_000);
-        let head = format!("GET /big-head HTTP/1.1\r\nHost: t\r\nX-Big: {big_header}\r\n\r\n");
-        s.write_all(head.as_bytes()).unwrap();
-        let v = echoed(&mut s);
-        assert_eq!(v["uri"], "/big-head");
-        assert_eq!(v["headers"]["x-big"].as_str().map(str::len), Some(10_000));
+/// Sends requests on one kept-alive connection and checks what the upstream received: a
+/// body sent in the same packet as its head, a head larger than one read, a body larger than
+/// one read, and a request sent after the connection was idle for a while.
+fn requests_reach_the_upstream_whole(s: &mut (impl std::io::Read + std::io::Write)) {
+    let mut echoed = |request: &[u8]| -> serde_json::Value {
+        s.write_all(request).unwrap();
+        let response = read_response(s);
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        let (_, body) = response.split_once("\r\n\r\n").unwrap();
+        serde_json::from_str(body).unwrap()
+    };
+    let v = echoed(b"POST /small HTTP/1.1\r\nHost: t\r\nContent-Length: 7\r\n\r\npayload");
+    assert_eq!(
+        (v["uri"].as_str(), v["body"].as_str()),
+        (Some("/small"), Some("payload"))
+    );
 
-        let body = "b".repeat(20_000);
-        let request = format!(
-            "POST /big-body HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        s.write_all(request.as_bytes()).unwrap();
-        let v = echoed(&mut s);
-        assert_eq!(v["uri"], "/big-body");
-        assert_eq!(v["body"].as_str().map(str::len), Some(20_000));
+    let big_header = "h".repeat(10_000);
+    let head = format!("GET /big-head HTTP/1.1\r\nHost: t\r\nX-Big: {big_header}\r\n\r\n");
+    let v = echoed(head.as_bytes());
+    assert_eq!(v["uri"], "/big-head");
+    assert_eq!(v["headers"]["x-big"].as_str().map(str::len), Some(10_000));
+
+    let body = "b".repeat(20_000);
+    let request = format!(
+        "POST /big-body HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let v = echoed(request.as_bytes());
+    assert_eq!(v["uri"], "/big-body");
+    assert_eq!(v["body"].as_str().map(str::len), Some(20_000));
+
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    let v = echoed(b"GET /after-idle HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(v["uri"], "/after-idle");
+}
+
+/// Kept-alive plain and HTTPS connections: what the gateway reads while a connection waits
+/// for its next request reaches the upstream whole; a shutdown closes the waiting HTTPS
+/// connection too.
+#[tokio::test(flavor = "multi_thread")]
+async fn keepalive_requests_reach_the_upstream_whole() {
+    use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let (_up, gw, port, tls_port) = echo_gateway(dir.path()).await;
+    let tls = tokio::task::spawn_blocking(move || {
+        let mut plain = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        requests_reach_the_upstream_whole(&mut plain);
+
+        let mut b = SslConnector::builder(SslMethod::tls()).unwrap();
+        b.set_verify(SslVerifyMode::NONE);
+        let tcp = std::net::TcpStream::connect(("127.0.0.1", tls_port)).unwrap();
+        let mut tls = b.build().connect("a.test", tcp).unwrap();
+        requests_reach_the_upstream_whole(&mut tls);
+        tls
     })
     .await
     .unwrap();
+    let started = std::time::Instant::now();
+    gw.signal("TERM");
+    let mut tcp = tls.get_ref().try_clone().unwrap();
+    let closed =
+        tokio::task::spawn_blocking(move || closed_within(&mut tcp, Duration::from_secs(10)))
+            .await
+            .unwrap();
+    assert!(
+        closed,
+        "the idle HTTPS connection stayed open after SIGTERM"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
 }
 
 /// Reads one HTTP/1.1 response (headers and a `Content-Length` body) from `s`.
-fn read_response(s: &mut std::net::TcpStream) -> String {
+fn read_response(s: &mut impl std::io::Read) -> String {
     use std::io::Read;
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
@@ -532,8 +570,15 @@ fn read_response(s: &mut std::net::TcpStream) -> String {
 fn closed_within(s: &mut std::net::TcpStream, wait: std::time::Duration) -> bool {
     use std::io::Read;
     s.set_read_timeout(Some(wait)).unwrap();
-    let mut buf = [0u8; 16];
-    matches!(s.read(&mut buf), Ok(0))
+    let mut buf = [0u8; 256];
+    // A TLS connection may get a close_notify alert before the end.
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(_) => return false,
+        }
+    }
 }
 
 /// `keepalive_timeout` closes client connections idle between requests; `0s` turns

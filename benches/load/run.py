@@ -47,6 +47,8 @@ all of them with the defaults take about 9 minutes, with `--rounds 1 --duration 
                    RSS growth per connection (VmRSS), fds, and whether the proxy still serves
                    a new request and the held connections. RLIMIT_NOFILE is raised here (the
                    proxies inherit it); nginx gets worker_connections 2n.
+  idle-tls         the same over HTTPS: `--idle-tls-connections` (default 2,000) connections,
+                   each with a full TLS handshake and one GET /plain, held idle.
   reload10k        gatehouse only: a second instance with 10,000 routes (10 hosts x 1,000
                    paths, 1 in 100 with a {param}); `gatehouse -t` time, start time, and wrk
                    against one of the routes for `--reload-duration` s while 5 SIGHUP reloads
@@ -65,7 +67,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 CLK = os.sysconf("SC_CLK_TCK")
 
 ALL_SCENARIOS = ["plain", "chain", "chain-redis", "jwt", "cache", "body1k", "body100k",
-                 "https", "https-handshake", "tls-resume", "idle10k", "reload10k"]
+                 "https", "https-handshake", "tls-resume", "idle10k", "idle-tls", "reload10k"]
 WRK_SCENARIOS = ["plain", "chain", "chain-redis", "jwt", "cache", "body1k", "body100k", "https", "https-handshake"]
 # Scenarios whose gatehouse work nginx cannot do: nginx's row is its plain proxy of the same request.
 NGINX_PLAIN_ONLY = {"chain", "chain-redis", "jwt"}
@@ -623,28 +625,33 @@ routes:
                 if mode == "-reuse" and reused < conns * 0.9:
                     self.notes.append(f"tls-resume: {target} resumed only {reused} of {conns} connections in round {rnd + 1}.")
 
-    def start_idle_proxies(self):
+    def start_idle_proxies(self, tls):
         """Fresh nginx and gatehouse instances for idle10k: a clean RSS baseline, and nginx with
         enough worker_connections (preallocated, so the main nginx keeps its 4096). nginx closes
-        idle keep-alive connections when fewer than 1/16 of worker_connections are free, hence 2n."""
-        n = self.args.idle_connections
+        idle keep-alive connections when fewer than 1/16 of worker_connections are free, hence 2n.
+        With `tls`, both listen for HTTPS with the shared certificate."""
+        n = self.idle_count(tls)
         nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         if nofile < n + 200:
             self.notes.append(f"idle10k: RLIMIT_NOFILE is {nofile}, fewer than {n} connections can be held.")
         ng_port, gh_port = free_port(), free_port()
+        ng_tls = f"ssl_certificate {self.path('tls.pem')}; ssl_certificate_key {self.path('tls.key')};" if tls else ""
+        gh_tls = (f", protocol: https, tls: {{ certificates: [{{ cert: {self.path('tls.pem')}, key: {self.path('tls.key')} }}] }}"
+                  if tls else "")
         ng = self.write("idle-nginx.conf", f"""
 worker_processes {self.args.threads}; pid {self.tmp}/idle-nginx.pid; error_log {self.tmp}/idle-nginx-error.log;
 worker_rlimit_nofile {nofile};
 events {{ worker_connections {max(2 * n, n + 200)}; }}
 http {{ access_log off; keepalive_requests 100000; keepalive_timeout 300s;
   upstream up {{ server 127.0.0.1:{self.up_port}; keepalive 64; }}
-  server {{ listen 127.0.0.1:{ng_port} backlog=4096;
+  server {{ listen 127.0.0.1:{ng_port} backlog=4096{' ssl' if tls else ''};
+    {ng_tls}
     location / {{ {self.nginx_proxy} }} }} }}
 """)
         gh = self.write("gh-idle.yaml", f"""
 server: {{ threads: {self.args.threads}, work_stealing: false, pid_file: {self.tmp}/gh-idle.pid, upgrade_sock: {self.tmp}/gh-idle.sock, grace_period_seconds: 0, graceful_shutdown_timeout_seconds: 1 }}
 listeners:
-  - {{ name: main, address: "127.0.0.1:{gh_port}" }}
+  - {{ name: main, address: "127.0.0.1:{gh_port}"{gh_tls} }}
 upstreams:
   - {{ id: up, nodes: [{{ address: "127.0.0.1:{self.up_port}" }}] }}
 routes:
@@ -658,12 +665,24 @@ routes:
         wait_port(gh_port, proc=ghp, what="gatehouse (idle10k)")
         return [("nginx", ng_port, ngp, nginx_workers(ngp, self.args.threads)), ("gatehouse", gh_port, ghp, [ghp.pid])]
 
-    def measure_idle(self):
-        n = self.args.idle_connections
+    def idle_count(self, tls):
+        return self.args.idle_tls_connections if tls else self.args.idle_connections
+
+    def measure_idle(self, tls):
+        n = self.idle_count(tls)
+        kind = "idle-tls" if tls else "idle10k"
         req = b"GET /plain HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
-        for target, port, proc, pids in self.start_idle_proxies():
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+
+        def connect(port):
+            s = socket.create_connection(("127.0.0.1", port), timeout=5)
+            return ctx.wrap_socket(s, server_hostname="localhost") if tls else s
+
+        for target, port, proc, pids in self.start_idle_proxies(tls):
             for _ in range(20):
-                http_get(port, "/plain")
+                http_get(port, "/plain", tls=tls)
             time.sleep(0.5)
             before, fds0 = rss_kib(pids), fd_count(pids)
             socks, err, status, new_ms, alive, sample = [], "", 0, NAN, 0, []
@@ -674,7 +693,7 @@ routes:
                     batch = []
                     try:
                         for _ in range(min(100, n - len(socks))):
-                            batch.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+                            batch.append(connect(port))
                         for s in batch:
                             s.sendall(req)
                         for s in batch:
@@ -692,7 +711,7 @@ routes:
                 # A new request while they are held, and a sample of the held connections.
                 t1 = time.perf_counter()
                 try:
-                    status = http_get(port, "/plain")[0]
+                    status = http_get(port, "/plain", tls=tls)[0]
                 except OSError as e:
                     err = err or f"new request: {e}"
                 new_ms = (time.perf_counter() - t1) * 1000
@@ -712,12 +731,12 @@ routes:
             res = {"n": len(socks), "before": before, "held": held, "after": after, "fds0": fds0, "fds": fds,
                    "open_s": opened, "new_status": status, "new_ms": new_ms, "alive": alive, "sample": len(sample),
                    "per_conn": (held - before) / len(socks) if socks else NAN, "err": err}
-            self.idle[target] = res
-            print(f"idle10k         {target:9} held {len(socks)} conns in {opened:.1f} s; RSS {before / 1024:.1f} -> "
+            self.idle.setdefault(kind, {})[target] = res
+            print(f"{kind:15} {target:9} held {len(socks)} conns in {opened:.1f} s; RSS {before / 1024:.1f} -> "
                   f"{held / 1024:.1f} MiB ({res['per_conn']:.2f} KiB/conn); new request {status} in {new_ms:.1f} ms; "
                   f"{alive}/{len(sample)} held answered{'; ' + err if err else ''}", flush=True)
             if len(socks) < n:
-                self.notes.append(f"idle10k: only {len(socks)} of {n} connections to {target} could be opened ({err or 'time limit'}).")
+                self.notes.append(f"{kind}: only {len(socks)} of {n} connections to {target} could be opened ({err or 'time limit'}).")
 
     def big_config(self, port, toggle):
         lines = [f"""server: {{ threads: {self.args.threads}, work_stealing: false, pid_file: {self.tmp}/gh10k.pid, upgrade_sock: {self.tmp}/gh10k.sock, grace_period_seconds: 0, graceful_shutdown_timeout_seconds: 1 }}
@@ -901,25 +920,28 @@ routes:
         if notes:
             lines += [""] + [f"- {n}" for n in notes]
 
-        if self.idle:
-            lines += ["", f"### Idle keep-alive connections ({a.idle_connections:,} held)", "",
+        for kind, idle in self.idle.items():
+            tls = kind == "idle-tls"
+            lines += ["", f"### Idle keep-alive {'HTTPS ' if tls else ''}connections ({self.idle_count(tls):,} held)", "",
                       "Fresh instances of both proxies (gatehouse: one `/plain` route, no plugins; nginx: `worker_connections` "
-                      "sized for the test). Each connection sent one `GET /plain` (keep-alive) and was then held idle. RSS is "
+                      "sized for the test" + ("; both with an HTTPS listener and the shared certificate" if tls else "") +
+                      "). Each connection " + ("made a full TLS handshake, " if tls else "") +
+                      "sent one `GET /plain` (keep-alive) and was then held idle. RSS is "
                       "VmRSS of the proxy (nginx: its worker), before opening (after 20 requests), 1 s after the last "
                       "connection was opened, and 1 s after all were closed. `held ones answering`: a second request on a "
                       "sample of the held connections, after the new request.", "",
                       "| target | held | open time s | RSS before MiB | RSS held MiB | KiB / conn | proxy fds | new request | held ones answering | RSS after close MiB |",
                       "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|"]
             for target in ("nginx", "gatehouse"):
-                r = self.idle.get(target)
+                r = idle.get(target)
                 if r:
                     lines.append(f"| {target} | {r['n']} | {r['open_s']:.1f} | {r['before'] / 1024:.1f} | {r['held'] / 1024:.1f} | "
                                  f"{fmt(r['per_conn'], '.2f')} | {r['fds']} | {r['new_status']} in {r['new_ms']:.1f} ms | "
                                  f"{r['alive']}/{r['sample']} | {r['after'] / 1024:.1f} |")
-            if "nginx" in self.idle and "gatehouse" in self.idle and self.idle["nginx"]["per_conn"] > 0:
+            if "nginx" in idle and "gatehouse" in idle and idle["nginx"]["per_conn"] > 0:
                 lines.append("")
-                lines.append(f"gatehouse / nginx, KiB per idle connection: "
-                             f"{self.idle['gatehouse']['per_conn'] / self.idle['nginx']['per_conn']:.2f}")
+                lines.append(f"gatehouse / nginx, KiB per idle {'HTTPS ' if tls else ''}connection: "
+                             f"{idle['gatehouse']['per_conn'] / idle['nginx']['per_conn']:.2f}")
 
         if self.reload:
             r = self.reload
@@ -959,6 +981,7 @@ def main():
     ap.add_argument("--threads", type=int, default=1, help="gatehouse threads and nginx workers")
     ap.add_argument("--tls-key", choices=["rsa2048", "p256"], default="rsa2048", help="key type of the HTTPS certificate")
     ap.add_argument("--idle-connections", type=int, default=10000)
+    ap.add_argument("--idle-tls-connections", type=int, default=2000)
     ap.add_argument("--idle-timeout", type=int, default=60, help="seconds allowed to open the idle connections, per proxy")
     ap.add_argument("--reload-duration", type=int, default=10, help="seconds of each wrk run in reload10k")
     ap.add_argument("--reloads", type=int, default=5)
@@ -1002,7 +1025,7 @@ def main():
     command = ("python3 benches/load/run.py" + (" --no-build" if args.no_build else "") +
                f" --rounds {args.rounds} --duration {args.duration} --connections {args.connections}"
                f" --threads {args.threads} --proxy-cpus {args.proxy_cpus} --scenarios {','.join(scenarios)}")
-    for opt in ("tls_key", "idle_connections", "idle_timeout", "reload_duration", "reloads"):
+    for opt in ("tls_key", "idle_connections", "idle_tls_connections", "idle_timeout", "reload_duration", "reloads"):
         if getattr(args, opt) != ap.get_default(opt):
             command += f" --{opt.replace('_', '-')} {getattr(args, opt)}"
     if args.binary:
@@ -1018,7 +1041,9 @@ def main():
                 elif scenario == "tls-resume":
                     bench.measure_s_time(rnd)
         if "idle10k" in scenarios:
-            bench.measure_idle()
+            bench.measure_idle(tls=False)
+        if "idle-tls" in scenarios:
+            bench.measure_idle(tls=True)
         if "reload10k" in scenarios:
             bench.measure_reload()
         failed = False
