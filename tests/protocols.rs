@@ -538,7 +538,6 @@ async fn keepalive_requests_reach_the_upstream_whole() {
 
 /// Reads one HTTP/1.1 response (headers and a `Content-Length` body) from `s`.
 fn read_response(s: &mut impl std::io::Read) -> String {
-    use std::io::Read;
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
