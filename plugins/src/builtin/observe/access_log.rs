@@ -254,16 +254,19 @@ fn push_opt(out: &mut String, s: Option<&str>) {
 /// Formats the log line of a finished request (exposed for tests and custom sinks).
 pub fn format_line(req: &RequestHeader, status: u16, ctx: &RequestContext) -> String {
     let mut l = String::with_capacity(384);
-    l.push_str("{\"time\":");
-    push_str(
-        &mut l,
-        &humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+    // Timestamps, addresses and numbers need no JSON escaping: they are written in place.
+    let _ = write!(
+        l,
+        "{{\"time\":\"{}\"",
+        humantime::format_rfc3339_millis(SystemTime::now())
     );
     l.push_str(",\"request_id\":");
     push_opt(&mut l, ctx.request_id.as_deref());
     l.push_str(",\"client\":");
     match ctx.client_ip {
-        Some(ip) => push_str(&mut l, &ip.to_string()),
+        Some(ip) => {
+            let _ = write!(l, "\"{ip}\"");
+        }
         None => l.push_str("null"),
     }
     l.push_str(",\"method\":");
@@ -293,7 +296,9 @@ pub fn format_line(req: &RequestHeader, status: u16, ctx: &RequestContext) -> St
     }
     l.push_str(",\"upstream\":");
     match ctx.upstream_addr {
-        Some(a) => push_str(&mut l, &a.to_string()),
+        Some(a) => {
+            let _ = write!(l, "\"{a}\"");
+        }
         None => l.push_str("null"),
     }
     l.push_str(",\"route\":");
@@ -368,6 +373,16 @@ mod tests {
         assert_eq!(v["status"], 200);
         assert_eq!(v["request_id"], "id-\"1\"\n");
         assert!(v["consumer"].is_null());
+        assert!(v["client"].is_null());
         assert!(line.ends_with('\n'));
+
+        ctx.client_ip = Some("2001:db8::1".parse().unwrap());
+        ctx.upstream_addr = Some("127.0.0.1:8080".parse().unwrap());
+        let v: serde_json::Value = serde_json::from_str(&format_line(&req, 502, &ctx)).unwrap();
+        assert_eq!(v["client"], "2001:db8::1");
+        assert_eq!(v["upstream"], "127.0.0.1:8080");
+        assert_eq!(v["status"], 502);
+        let time = v["time"].as_str().unwrap();
+        assert!(humantime::parse_rfc3339(time).is_ok(), "{time}");
     }
 }
