@@ -1,15 +1,19 @@
 //! The request as the upstream should see it: path, `Host`, `X-Forwarded-*`, no hop-by-hop
 //! headers.
 
-use http::header::{self, HeaderName};
+use http::header::{self, HeaderName, HeaderValue};
 use pingora_error::Result;
 use pingora_http::RequestHeader;
 use std::net::IpAddr;
 
+// Headers this module adds are named by their usual spelling: Pingora keeps a `&'static str`
+// name as written (for the wire) without copying it, where a `HeaderName` outside its short
+// list of standard names is copied on every insert.
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+const X_FORWARDED_FOR_NAME: &str = "X-Forwarded-For";
+const X_FORWARDED_PROTO_NAME: &str = "X-Forwarded-Proto";
+const X_FORWARDED_HOST_NAME: &str = "X-Forwarded-Host";
+const X_REAL_IP_NAME: &str = "X-Real-IP";
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
@@ -51,6 +55,8 @@ pub fn strip_hop_by_hop(req: &mut RequestHeader, is_upgrade: bool) {
 
 static X_CONSUMER_ID: HeaderName = HeaderName::from_static("x-consumer-id");
 static X_CONSUMER_GROUPS: HeaderName = HeaderName::from_static("x-consumer-groups");
+const X_CONSUMER_ID_NAME: &str = "X-Consumer-Id";
+const X_CONSUMER_GROUPS_NAME: &str = "X-Consumer-Groups";
 
 /// Tells the upstream who the authenticated consumer is (`X-Consumer-Id`, and
 /// `X-Consumer-Groups` when it has groups). Values a client sent in these headers are always
@@ -62,9 +68,9 @@ pub fn set_consumer(
     req.remove_header(&X_CONSUMER_ID);
     req.remove_header(&X_CONSUMER_GROUPS);
     if let Some(c) = consumer {
-        req.insert_header(X_CONSUMER_ID.clone(), c.id.as_str())?;
+        req.insert_header(X_CONSUMER_ID_NAME, c.id.as_str())?;
         if !c.groups.is_empty() {
-            req.insert_header(X_CONSUMER_GROUPS.clone(), c.groups.join(","))?;
+            req.insert_header(X_CONSUMER_GROUPS_NAME, c.groups.join(","))?;
         }
     }
     Ok(())
@@ -84,8 +90,8 @@ pub fn set_forwarded(
     let peer_text = peer.map(|ip| ip.to_string());
     if let Some(ip) = client {
         match (&peer_text, peer == Some(ip)) {
-            (Some(text), true) => req.insert_header(X_REAL_IP.clone(), text.as_str())?,
-            _ => req.insert_header(X_REAL_IP.clone(), ip.to_string())?,
+            (Some(text), true) => req.insert_header(X_REAL_IP_NAME, text.as_str())?,
+            _ => req.insert_header(X_REAL_IP_NAME, ip.to_string())?,
         };
     }
     if let Some(ip) = peer_text {
@@ -106,14 +112,12 @@ pub fn set_forwarded(
         } else {
             xff.push_str(&ip);
         }
-        req.insert_header(X_FORWARDED_FOR.clone(), xff)?;
+        req.insert_header(X_FORWARDED_FOR_NAME, xff)?;
     }
-    req.insert_header(
-        X_FORWARDED_PROTO.clone(),
-        if tls { "https" } else { "http" },
-    )?;
+    let proto = HeaderValue::from_static(if tls { "https" } else { "http" });
+    req.insert_header(X_FORWARDED_PROTO_NAME, proto)?;
     if let Some(h) = original_host {
-        req.insert_header(X_FORWARDED_HOST.clone(), h)?;
+        req.insert_header(X_FORWARDED_HOST_NAME, h)?;
     }
     Ok(())
 }

@@ -100,6 +100,8 @@ pub const PRIORITY: i32 = 1001;
 static LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
 static REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
 static RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
+/// The same names as written on an upstream's response, in the order of [`quota_headers`].
+const QUOTA_NAMES: [&str; 3] = ["RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"];
 
 /// The factory for `rate-limit`.
 pub fn factory() -> impl crate::PluginFactory {
@@ -281,7 +283,8 @@ impl Plugin for RateLimit {
         ctx: &mut RequestContext,
     ) -> Result<()> {
         if let Some(q) = ctx.state::<Quota>() {
-            for (name, value) in quota_headers(q) {
+            // The names as `&'static str`: Pingora keeps them without a copy (see QUOTA_NAMES).
+            for (name, (_, value)) in QUOTA_NAMES.into_iter().zip(quota_headers(q)) {
                 resp.insert_header(name, value)?;
             }
         }
