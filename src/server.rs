@@ -26,16 +26,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The socket read buffer of a plain HTTP connection: none. Pingora's default (64 KiB) is
-/// sized for TLS records; under plain HTTP/1 a request's head is read into a buffer of
-/// [`LeanKeepalive`]'s and its body into Pingora's own, so a socket buffer would only copy
-/// the bytes once more and hold memory while the connection waits.
-const PLAIN_READ_BUFFER: usize = 0;
-
-/// The socket read buffer of an HTTPS connection: none. Pingora's default (64 KiB) would
-/// be held by every connection, idle ones included; with OpenSSL's read-ahead on, each read
-/// still takes whatever the socket has in one system call.
-const TLS_READ_BUFFER: usize = 0;
+/// The socket read buffer of a client connection: none. Pingora's default (64 KiB) would be
+/// held by every connection, idle ones included. Under plain HTTP/1 a request's head is read
+/// into a buffer of [`LeanKeepalive`]'s and its body into Pingora's own, so a socket buffer
+/// would only copy the bytes once more; under TLS, OpenSSL reads ahead into a buffer of its
+/// own (see the HTTPS listener), so one system call still takes whatever the socket has.
+const SOCKET_READ_BUFFER: usize = 0;
 
 /// A Gatehouse gateway: the built-in plugins plus any added with
 /// [`GatewayBuilder::plugin`].
@@ -250,7 +246,7 @@ fn add_proxy_services(
             }
             ListenerProtocol::Http => main.add_listener(
                 ListenerConfig::tcp(l.address.clone())
-                    .l4_buffer(L4BufferSettings::default().read(PLAIN_READ_BUFFER)),
+                    .l4_buffer(L4BufferSettings::default().read(SOCKET_READ_BUFFER)),
             ),
             ListenerProtocol::Https => {
                 let certificates =
@@ -268,7 +264,7 @@ fn add_proxy_services(
                 settings.set_read_ahead(true);
                 let listener = ListenerConfig::tcp(l.address.clone())
                     .tls(settings)
-                    .l4_buffer(L4BufferSettings::default().read(TLS_READ_BUFFER));
+                    .l4_buffer(L4BufferSettings::default().read(SOCKET_READ_BUFFER));
                 main.add_listener(listener);
             }
         }

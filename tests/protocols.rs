@@ -447,7 +447,7 @@ async fn certificates_through_the_admin_api_and_reload() {
 }
 
 /// A gateway proxying everything to an echo upstream, with one plain and one HTTPS (HTTP/1.1
-/// only) listener; returns the plain port and the HTTPS port.
+/// only) listener; returns the upstream, the gateway, the plain port and the HTTPS port.
 async fn echo_gateway(dir: &Path) -> (EchoUpstream, GatewayProcess, u16, u16) {
     let up = EchoUpstream::start("u").await;
     let cert = make_cert(dir, "a.test");

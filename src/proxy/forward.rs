@@ -6,14 +6,16 @@ use pingora_error::Result;
 use pingora_http::RequestHeader;
 use std::net::IpAddr;
 
-// Headers this module adds are named by their usual spelling: Pingora keeps a `&'static str`
-// name as written (for the wire) without copying it, where a `HeaderName` outside its short
-// list of standard names is copied on every insert.
-static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_FORWARDED_FOR_NAME: &str = "X-Forwarded-For";
-const X_FORWARDED_PROTO_NAME: &str = "X-Forwarded-Proto";
-const X_FORWARDED_HOST_NAME: &str = "X-Forwarded-Host";
-const X_REAL_IP_NAME: &str = "X-Real-IP";
+// Headers this module adds are named by their usual spelling, for lookups (which ignore case)
+// and inserts alike: Pingora keeps a `&'static str` name as written (for the wire) without
+// copying it, where a `HeaderName` outside its short list of standard names is copied on
+// every insert.
+const X_FORWARDED_FOR: &str = "X-Forwarded-For";
+const X_FORWARDED_PROTO: &str = "X-Forwarded-Proto";
+const X_FORWARDED_HOST: &str = "X-Forwarded-Host";
+const X_REAL_IP: &str = "X-Real-IP";
+const X_CONSUMER_ID: &str = "X-Consumer-Id";
+const X_CONSUMER_GROUPS: &str = "X-Consumer-Groups";
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
@@ -53,11 +55,6 @@ pub fn strip_hop_by_hop(req: &mut RequestHeader, is_upgrade: bool) {
     }
 }
 
-static X_CONSUMER_ID: HeaderName = HeaderName::from_static("x-consumer-id");
-static X_CONSUMER_GROUPS: HeaderName = HeaderName::from_static("x-consumer-groups");
-const X_CONSUMER_ID_NAME: &str = "X-Consumer-Id";
-const X_CONSUMER_GROUPS_NAME: &str = "X-Consumer-Groups";
-
 /// Tells the upstream who the authenticated consumer is (`X-Consumer-Id`, and
 /// `X-Consumer-Groups` when it has groups). Values a client sent in these headers are always
 /// removed first, so they cannot be forged.
@@ -65,12 +62,12 @@ pub fn set_consumer(
     req: &mut RequestHeader,
     consumer: Option<&gatehouse_plugins::Consumer>,
 ) -> Result<()> {
-    req.remove_header(&X_CONSUMER_ID);
-    req.remove_header(&X_CONSUMER_GROUPS);
+    req.remove_header(X_CONSUMER_ID);
+    req.remove_header(X_CONSUMER_GROUPS);
     if let Some(c) = consumer {
-        req.insert_header(X_CONSUMER_ID_NAME, c.id.as_str())?;
+        req.insert_header(X_CONSUMER_ID, c.id.as_str())?;
         if !c.groups.is_empty() {
-            req.insert_header(X_CONSUMER_GROUPS_NAME, c.groups.join(","))?;
+            req.insert_header(X_CONSUMER_GROUPS, c.groups.join(","))?;
         }
     }
     Ok(())
@@ -90,14 +87,14 @@ pub fn set_forwarded(
     let peer_text = peer.map(|ip| ip.to_string());
     if let Some(ip) = client {
         match (&peer_text, peer == Some(ip)) {
-            (Some(text), true) => req.insert_header(X_REAL_IP_NAME, text.as_str())?,
-            _ => req.insert_header(X_REAL_IP_NAME, ip.to_string())?,
+            (Some(text), true) => req.insert_header(X_REAL_IP, text.as_str())?,
+            _ => req.insert_header(X_REAL_IP, ip.to_string())?,
         };
     }
     if let Some(ip) = peer_text {
         let previous = req
             .headers
-            .get_all(&X_FORWARDED_FOR)
+            .get_all(X_FORWARDED_FOR)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .map(str::trim)
@@ -112,12 +109,12 @@ pub fn set_forwarded(
         } else {
             xff.push_str(&ip);
         }
-        req.insert_header(X_FORWARDED_FOR_NAME, xff)?;
+        req.insert_header(X_FORWARDED_FOR, xff)?;
     }
     let proto = HeaderValue::from_static(if tls { "https" } else { "http" });
-    req.insert_header(X_FORWARDED_PROTO_NAME, proto)?;
+    req.insert_header(X_FORWARDED_PROTO, proto)?;
     if let Some(h) = original_host {
-        req.insert_header(X_FORWARDED_HOST_NAME, h)?;
+        req.insert_header(X_FORWARDED_HOST, h)?;
     }
     Ok(())
 }

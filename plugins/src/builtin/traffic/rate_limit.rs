@@ -97,11 +97,23 @@ pub struct RateLimit {
 /// `circuit-breaker`.
 pub const PRIORITY: i32 = 1001;
 
-static LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
-static REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
-static RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
-/// The same names as written on an upstream's response, in the order of [`quota_headers`].
-const QUOTA_NAMES: [&str; 3] = ["RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"];
+/// The `RateLimit-*` headers, in the order of [`quota_values`]: as `HeaderName`s for the 429
+/// answer, and as written for an upstream's response (Pingora keeps a `&'static str` name
+/// without copying it on insert).
+static QUOTA_HEADERS: [(HeaderName, &str); 3] = [
+    (
+        HeaderName::from_static("ratelimit-limit"),
+        "RateLimit-Limit",
+    ),
+    (
+        HeaderName::from_static("ratelimit-remaining"),
+        "RateLimit-Remaining",
+    ),
+    (
+        HeaderName::from_static("ratelimit-reset"),
+        "RateLimit-Reset",
+    ),
+];
 
 /// The factory for `rate-limit`.
 pub fn factory() -> impl crate::PluginFactory {
@@ -207,11 +219,11 @@ static REJECTIONS: std::sync::LazyLock<Option<prometheus::IntCounterVec>> =
         .ok()
     });
 
-fn quota_headers(q: &Quota) -> [(HeaderName, HeaderValue); 3] {
+fn quota_values(q: &Quota) -> [HeaderValue; 3] {
     [
-        (LIMIT.clone(), HeaderValue::from(q.limit)),
-        (REMAINING.clone(), HeaderValue::from(q.remaining)),
-        (RESET.clone(), HeaderValue::from(q.reset_secs)),
+        HeaderValue::from(q.limit),
+        HeaderValue::from(q.remaining),
+        HeaderValue::from(q.reset_secs),
     ]
 }
 
@@ -271,7 +283,8 @@ impl Plugin for RateLimit {
                 }
                 let mut resp = PluginResponse::error(429, "too many requests")
                     .with_header(RETRY_AFTER, HeaderValue::from(retry));
-                resp.headers.extend(quota_headers(&quota));
+                let names = QUOTA_HEADERS.iter().map(|(name, _)| name.clone());
+                resp.headers.extend(names.zip(quota_values(&quota)));
                 Ok(Flow::Respond(resp))
             }
         }
@@ -283,9 +296,8 @@ impl Plugin for RateLimit {
         ctx: &mut RequestContext,
     ) -> Result<()> {
         if let Some(q) = ctx.state::<Quota>() {
-            // The names as `&'static str`: Pingora keeps them without a copy (see QUOTA_NAMES).
-            for (name, (_, value)) in QUOTA_NAMES.into_iter().zip(quota_headers(q)) {
-                resp.insert_header(name, value)?;
+            for ((_, name), value) in QUOTA_HEADERS.iter().zip(quota_values(q)) {
+                resp.insert_header(*name, value)?;
             }
         }
         Ok(())
