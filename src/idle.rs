@@ -9,15 +9,22 @@
 //! session, which parses them before it reads from the connection. This holds for HTTP/1
 //! over TLS too. Listeners are built without a socket read buffer (see `server.rs`), so a
 //! waiting connection holds no read buffer of gatehouse's or Pingora's.
+//!
+//! Pipelined requests (RFC 9112 §9.3.2: a client sends the next request before the answer to
+//! the last one) are served in order: sessions have Pingora's pipelining on, and when a
+//! finished request leaves the next one's bytes behind, that session starts at once instead
+//! of waiting on a connection that has nothing more to read.
 
 use async_trait::async_trait;
 use bytes::BytesMut;
+use pingora_core::apps::HttpPersistentSettings;
 use pingora_core::apps::{HttpServerApp, ReusedHttpStream, ServerApp};
 use pingora_core::protocols::http::ServerSession;
 use pingora_core::protocols::{Stream, ALPN};
 use pingora_core::server::ShutdownWatch;
 use pingora_timeout::fast_timeout::fast_timeout;
 use std::any::Any;
+use std::fmt::{self, Write as _};
 use std::future::poll_fn;
 use std::io;
 use std::mem::MaybeUninit;
@@ -61,6 +68,8 @@ struct Carried {
 impl Carried {
     fn into_session(self, stream: Stream) -> ServerSession {
         let mut session = ServerSession::new_http1(stream);
+        // Carried to every later session of the connection by Pingora's persistent settings.
+        session.set_pipelining_enabled(true);
         session.set_keepalive(self.keepalive);
         session.set_keepalive_reuses_remaining(self.reuses);
         session.set_connection_user_context(self.context);
@@ -72,7 +81,8 @@ impl Carried {
 enum Next {
     /// Wait on the connection, then start a session with what it carries.
     Wait(Stream, Carried),
-    /// A session that may already hold the request (pipelined bytes): serve it at once.
+    /// A session that already holds the start of its request (pipelined bytes, or a session
+    /// gatehouse cannot unwrap): serve it at once.
     Ready(Box<ServerSession>),
 }
 
@@ -82,10 +92,11 @@ impl Next {
         let Some(settings) = settings else {
             return Next::Wait(stream, Carried::default());
         };
+        let pipelined = carries_request_bytes(&settings);
         let mut session = ServerSession::new_http1(stream);
         // The settings are opaque: apply them, then read them back.
         settings.apply_to_session(&mut session);
-        if session.pipelining_enabled() {
+        if pipelined {
             return Next::Ready(Box::new(session));
         }
         let carried = Carried {
@@ -154,6 +165,46 @@ impl<A: HttpServerApp> LeanKeepalive<A> {
     }
 }
 
+/// Whether the previous request left bytes of the next one behind (a pipelined request), to
+/// be parsed before the connection is read again. Pingora keeps that buffer private in
+/// [`HttpPersistentSettings`] (it has no getter), so this reads the settings' `Debug` output up
+/// to the field and stops there, without formatting the bytes or allocating. The unit tests
+/// below pin this to the Pingora version in use; were the field renamed, every session would
+/// wait inside Pingora (correct, with more memory per idle connection) and the tests fail.
+fn carries_request_bytes(settings: &HttpPersistentSettings) -> bool {
+    /// Reads a `Debug` output piece by piece until it has the field's variant.
+    #[derive(Default)]
+    struct FieldProbe {
+        in_field: bool,
+        answer: Option<bool>,
+    }
+    const FIELD: &str = "pipelined_prefix";
+    impl fmt::Write for FieldProbe {
+        fn write_str(&mut self, mut s: &str) -> fmt::Result {
+            if !self.in_field {
+                // A derived `Debug` writes each field's name as one piece.
+                let Some(rest) = s.strip_prefix(FIELD) else {
+                    return Ok(());
+                };
+                self.in_field = true;
+                s = rest;
+            }
+            let value = s.trim_start_matches([':', ' ']);
+            if value.is_empty() {
+                return Ok(());
+            }
+            self.answer = Some(value.starts_with("Some"));
+            // Stop formatting: the rest (the bytes themselves) is not needed.
+            Err(fmt::Error)
+        }
+    }
+    let mut probe = FieldProbe::default();
+    // The probe's early stop surfaces as an error here; its answer is what counts.
+    let _ = write!(probe, "{settings:?}");
+    // Not found: let the session read the connection itself, which is right either way.
+    probe.answer.unwrap_or(true)
+}
+
 /// Reads what the connection has, once it has something, into a new buffer sized like the
 /// one Pingora would have read the request's head into. The scratch space lives on the
 /// stack for the length of one poll, so a waiting connection holds no buffer.
@@ -210,5 +261,26 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for LeanKeepalive<A> {
         self.closing.store(true, Ordering::Release);
         self.wake.notify_waiters();
         self.inner.http_cleanup().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings_of_a_finished_request() -> HttpPersistentSettings {
+        let (connection, _client) = tokio::io::duplex(64);
+        let session = ServerSession::new_http1(Box::new(connection));
+        HttpPersistentSettings::for_session(&session)
+    }
+
+    #[test]
+    fn pipelined_request_bytes_are_seen_in_the_persistent_settings() {
+        let mut settings = settings_of_a_finished_request();
+        assert!(!carries_request_bytes(&settings));
+        settings.set_user_context(Box::new("context"));
+        assert!(!carries_request_bytes(&settings));
+        settings.set_pipelined_prefix(BytesMut::from(&b"GET /next HTTP/1.1\r\n"[..]));
+        assert!(carries_request_bytes(&settings));
     }
 }

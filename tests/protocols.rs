@@ -536,6 +536,128 @@ async fn keepalive_requests_reach_the_upstream_whole() {
     assert!(started.elapsed() < Duration::from_secs(10));
 }
 
+/// Sends requests back to back without waiting for the answers (HTTP/1.1 pipelining, RFC 9112
+/// §9.3.2) and checks that each is answered, in order, by what the upstream received: one
+/// burst with a body in the middle, one larger than a single read, and a last request asking
+/// to close, after which the connection closes.
+fn pipelined_requests_are_answered_in_order(s: &mut (impl std::io::Read + std::io::Write)) {
+    let mut responses = ResponseReader::default();
+    let mut check = |s: &mut (dyn std::io::Read), uri: &str, body: &str| {
+        let response = responses.next(s);
+        assert!(response.starts_with("HTTP/1.1 200"), "{uri}: {response}");
+        let (_, echoed) = response.split_once("\r\n\r\n").unwrap();
+        let v: serde_json::Value = serde_json::from_str(echoed).unwrap();
+        assert_eq!(
+            (v["uri"].as_str(), v["body"].as_str().unwrap_or("")),
+            (Some(uri), body),
+            "answers out of order or a request lost"
+        );
+    };
+    s.write_all(
+        b"GET /one HTTP/1.1\r\nHost: t\r\n\r\n\
+          POST /two HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc\
+          GET /three HTTP/1.1\r\nHost: t\r\n\r\n",
+    )
+    .unwrap();
+    for (uri, body) in [("/one", ""), ("/two", "abc"), ("/three", "")] {
+        check(s, uri, body);
+    }
+
+    // More than one read's worth of requests (the gateway reads 4 KiB at a time).
+    let burst: String = (0..150)
+        .map(|i| format!("GET /burst/{i:03} HTTP/1.1\r\nHost: t\r\n\r\n"))
+        .collect();
+    assert!(burst.len() > 5000);
+    s.write_all(burst.as_bytes()).unwrap();
+    for i in 0..150 {
+        check(s, &format!("/burst/{i:03}"), "");
+    }
+
+    s.write_all(
+        b"GET /last-but-one HTTP/1.1\r\nHost: t\r\n\r\n\
+          GET /last HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    check(s, "/last-but-one", "");
+    check(s, "/last", "");
+    assert!(
+        responses.at_end(s),
+        "the connection stayed open after `Connection: close`"
+    );
+}
+
+/// Pipelined requests are all answered, in order, on plain and HTTPS connections.
+#[tokio::test(flavor = "multi_thread")]
+async fn pipelined_requests_are_answered_in_order_on_one_connection() {
+    use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
+    let dir = tempfile::tempdir().unwrap();
+    let (_up, _gw, port, tls_port) = echo_gateway(dir.path()).await;
+    // A request left waiting fails the read instead of hanging the test.
+    let connect = |port: u16| {
+        let tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        tcp.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        tcp
+    };
+    tokio::task::spawn_blocking(move || {
+        pipelined_requests_are_answered_in_order(&mut connect(port));
+
+        let mut b = SslConnector::builder(SslMethod::tls()).unwrap();
+        b.set_verify(SslVerifyMode::NONE);
+        let tcp = connect(tls_port);
+        let mut tls = b.build().connect("a.test", tcp).unwrap();
+        pipelined_requests_are_answered_in_order(&mut tls);
+    })
+    .await
+    .unwrap();
+}
+
+/// Reads HTTP/1.1 responses with a `Content-Length` body one at a time from a connection that
+/// may deliver several in one read.
+#[derive(Default)]
+struct ResponseReader {
+    pending: Vec<u8>,
+}
+
+impl ResponseReader {
+    /// The next whole response, as text.
+    fn next(&mut self, s: &mut dyn std::io::Read) -> String {
+        loop {
+            if let Some(end) = self.complete_response_len() {
+                let rest = self.pending.split_off(end);
+                let response = std::mem::replace(&mut self.pending, rest);
+                return String::from_utf8_lossy(&response).into_owned();
+            }
+            let mut buf = [0u8; 8192];
+            let n = s.read(&mut buf).unwrap();
+            assert!(
+                n > 0,
+                "closed before a response: {}",
+                String::from_utf8_lossy(&self.pending)
+            );
+            self.pending.extend_from_slice(&buf[..n]);
+        }
+    }
+
+    /// The length of the first response in `pending`, once all of it is there.
+    fn complete_response_len(&self) -> Option<usize> {
+        let head_end = self.pending.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+        let head = String::from_utf8_lossy(&self.pending[..head_end]).to_ascii_lowercase();
+        let body_len = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .map_or(0, |v| v.trim().parse::<usize>().unwrap());
+        (self.pending.len() >= head_end + body_len).then_some(head_end + body_len)
+    }
+
+    /// Whether the connection ends with no further bytes.
+    fn at_end(&mut self, s: &mut dyn std::io::Read) -> bool {
+        let mut buf = [0u8; 256];
+        // A TLS connection may end with a close_notify alert, which the reader consumes.
+        self.pending.is_empty() && matches!(s.read(&mut buf), Ok(0))
+    }
+}
+
 /// Reads one HTTP/1.1 response (headers and a `Content-Length` body) from `s`.
 fn read_response(s: &mut impl std::io::Read) -> String {
     let mut got = Vec::new();
