@@ -2,6 +2,7 @@
 //! at build time.
 
 use crate::factory::ConfigError;
+use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 use pingora_http::{RequestHeader, ResponseHeader};
 use serde::Deserialize;
@@ -22,9 +23,25 @@ pub struct HeaderEditsConfig {
 /// Header edits with names and values checked and converted.
 #[derive(Debug, Default)]
 pub struct HeaderEdits {
-    set: Vec<(HeaderName, HeaderValue)>,
-    add: Vec<(HeaderName, HeaderValue)>,
+    set: Vec<(WireName, HeaderValue)>,
+    add: Vec<(WireName, HeaderValue)>,
     remove: Vec<HeaderName>,
+}
+
+/// A checked header name as configured, which is how it is written on the wire. Pingora takes
+/// it as is; a `HeaderName` would be copied into a new buffer on every insert.
+#[derive(Debug)]
+struct WireName(Bytes);
+
+impl WireName {
+    fn new(path: &str, n: &str) -> Result<Self, ConfigError> {
+        name(path, n)?;
+        let spelled = Bytes::copy_from_slice(n.as_bytes());
+        // The first clone of a `Bytes` made from a buffer allocates its shared counter: do it
+        // here, so that the per-request clones only count references.
+        drop(spelled.clone());
+        Ok(WireName(spelled))
+    }
 }
 
 fn name(path: &str, n: &str) -> Result<HeaderName, ConfigError> {
@@ -48,7 +65,7 @@ impl HeaderEdits {
             map.iter()
                 .map(|(n, v)| {
                     let path = format!("{prefix}.{key}.{n}");
-                    Ok((name(&path, n)?, value(&path, v)?))
+                    Ok((WireName::new(&path, n)?, value(&path, v)?))
                 })
                 .collect::<Result<Vec<_>, ConfigError>>()
         };
@@ -70,10 +87,10 @@ impl HeaderEdits {
             req.remove_header(n);
         }
         for (n, v) in &self.set {
-            req.insert_header(n.clone(), v.clone())?;
+            req.insert_header(n.0.clone(), v.clone())?;
         }
         for (n, v) in &self.add {
-            req.append_header(n.clone(), v.clone())?;
+            req.append_header(n.0.clone(), v.clone())?;
         }
         Ok(())
     }
@@ -84,10 +101,10 @@ impl HeaderEdits {
             resp.remove_header(n);
         }
         for (n, v) in &self.set {
-            resp.insert_header(n.clone(), v.clone())?;
+            resp.insert_header(n.0.clone(), v.clone())?;
         }
         for (n, v) in &self.add {
-            resp.append_header(n.clone(), v.clone())?;
+            resp.append_header(n.0.clone(), v.clone())?;
         }
         Ok(())
     }
