@@ -538,7 +538,8 @@ async fn keepalive_requests_reach_the_upstream_whole() {
 
 /// Sends requests back to back without waiting for the answers (HTTP/1.1 pipelining, RFC 9112
 /// §9.3.2) and checks that each is answered, in order, by what the upstream received: one
-/// burst with a body in the middle, one larger than a single read, and a last request asking
+/// burst with bodies in the middle (a `Content-Length` and a chunked one), one larger than a
+/// single read, and a last request asking
 /// to close, after which the connection closes.
 fn pipelined_requests_are_answered_in_order(s: &mut (impl std::io::Read + std::io::Write)) {
     let mut responses = ResponseReader::default();
@@ -556,10 +557,18 @@ fn pipelined_requests_are_answered_in_order(s: &mut (impl std::io::Read + std::i
     s.write_all(
         b"GET /one HTTP/1.1\r\nHost: t\r\n\r\n\
           POST /two HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc\
-          GET /three HTTP/1.1\r\nHost: t\r\n\r\n",
+          POST /three HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n\
+          4\r\nchun\r\n3\r\nked\r\n0\r\n\r\n\
+          GET /four HTTP/1.1\r\nHost: t\r\n\r\n",
     )
     .unwrap();
-    for (uri, body) in [("/one", ""), ("/two", "abc"), ("/three", "")] {
+    let first = [
+        ("/one", ""),
+        ("/two", "abc"),
+        ("/three", "chunked"),
+        ("/four", ""),
+    ];
+    for (uri, body) in first {
         check(s, uri, body);
     }
 

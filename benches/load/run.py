@@ -21,6 +21,8 @@ Scenarios (`--scenarios a,b,...`; default `all`, run in this order whatever the 
 all of them with the defaults take about 9 minutes, with `--rounds 1 --duration 2` about 2):
 
   plain            proxy only: a gatehouse route with no plugins; nginx `proxy_pass`.
+  pipeline         the same route, HTTP/1.1 pipelining: wrk sends 16 requests at a time on
+                   each connection (a Lua script) and reads the 16 answers, in order.
   chain            the standard chain: key-auth + rate-limit (by consumer, local counters) +
                    headers + prometheus + access-log to a file. nginx: the same request through
                    its plain proxy (nginx has no equivalent), shown as `nginx (plain)`.
@@ -66,12 +68,14 @@ import argparse, base64, http.client, json, os, re, resource, shutil, signal, so
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CLK = os.sysconf("SC_CLK_TCK")
 
-ALL_SCENARIOS = ["plain", "chain", "chain-redis", "jwt", "cache", "body1k", "body100k",
+ALL_SCENARIOS = ["plain", "pipeline", "chain", "chain-redis", "jwt", "cache", "body1k", "body100k",
                  "https", "https-handshake", "tls-resume", "idle10k", "idle-tls", "reload10k"]
-WRK_SCENARIOS = ["plain", "chain", "chain-redis", "jwt", "cache", "body1k", "body100k", "https", "https-handshake"]
+WRK_SCENARIOS = ["plain", "pipeline", "chain", "chain-redis", "jwt", "cache", "body1k", "body100k", "https", "https-handshake"]
 # Scenarios whose gatehouse work nginx cannot do: nginx's row is its plain proxy of the same request.
 NGINX_PLAIN_ONLY = {"chain", "chain-redis", "jwt"}
-WITH_DIRECT = {"plain", "body1k", "body100k"}
+WITH_DIRECT = {"plain", "pipeline", "body1k", "body100k"}
+# Requests per wrk write in the `pipeline` scenario.
+PIPELINE_DEPTH = 16
 NAN = float("nan")
 
 
@@ -269,6 +273,28 @@ def read_response(sock, deadline):
             raise ConnectionError("closed in the body")
         body += chunk
     return int(head.split(b" ", 2)[1])
+
+
+def read_responses(sock, n, deadline):
+    """Reads n HTTP/1.1 responses with Content-Length, which may arrive together; returns their statuses."""
+    buf, statuses = b"", []
+    while len(statuses) < n:
+        head_end = buf.find(b"\r\n\r\n")
+        if head_end >= 0:
+            head = buf[:head_end]
+            m = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+            end = head_end + 4 + (int(m.group(1)) if m else 0)
+            if len(buf) >= end:
+                statuses.append(int(head.split(b" ", 2)[1]))
+                buf = buf[end:]
+                continue
+        if time.time() > deadline:
+            raise TimeoutError(f"after {len(statuses)} responses")
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"closed after {len(statuses)} responses")
+        buf += chunk
+    return statuses
 
 
 # ---------------------------------------------------------------------------------------------
@@ -560,18 +586,39 @@ routes:
             elif s in ("plain", "body1k", "body100k"):
                 for name, port in (("direct", self.up_port), ("nginx", self.nginx_port), ("gatehouse", self.gh_port)):
                     expect(port, f"/{s}", 200, what=f"{s} ({name})")
+            elif s == "pipeline":
+                for name, port in (("direct", self.up_port), ("nginx", self.nginx_port), ("gatehouse", self.gh_port)):
+                    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+                        sock.sendall(b"GET /plain HTTP/1.1\r\nHost: bench\r\n\r\n" * 3)
+                        try:
+                            got = read_responses(sock, 3, time.time() + 5)
+                        except (OSError, TimeoutError) as e:
+                            raise RuntimeError(f"pipeline ({name}): 3 pipelined requests: {e}")
+                        if got != [200] * 3:
+                            raise RuntimeError(f"pipeline ({name}): 3 pipelined requests answered {got}")
 
     # -- measurements ---------------------------------------------------------------------------
 
-    def wrk(self, url, headers, duration, latency=True):
-        cmd = ["wrk", "-t1", f"-c{self.args.connections}", f"-d{duration}s"] + (["--latency"] if latency else []) + [url]
+    def wrk(self, url, headers, duration, latency=True, script=None):
+        cmd = ["wrk", "-t1", f"-c{self.args.connections}", f"-d{duration}s"] + (["--latency"] if latency else [])
+        cmd += (["-s", script] if script else []) + [url]
         for h in headers:
             cmd += ["-H", h]
         return self.run(cmd, timeout=duration + 30, cpus=self.other_cpus)
 
     def measure_wrk(self, scenario, rnd):
         a = self.args
-        path = "/plain" if scenario in ("https", "https-handshake") else f"/{scenario}"
+        path = "/plain" if scenario in ("https", "https-handshake", "pipeline") else f"/{scenario}"
+        script = None
+        if scenario == "pipeline":
+            script = self.path("pipeline.lua")
+            self.write("pipeline.lua",
+                       "init = function(args)\n"
+                       "  local r = {}\n"
+                       f"  for i = 1, {PIPELINE_DEPTH} do r[i] = wrk.format(nil) end\n"
+                       "  batch = table.concat(r)\n"
+                       "end\n"
+                       "request = function() return batch end\n")
         headers = []
         if scenario in ("chain", "chain-redis"):
             headers = ["apikey: bench-key"]
@@ -587,11 +634,14 @@ routes:
         targets.append(("gatehouse", self.gh_tls if tls else self.gh_port, self.gh_pids))
         for target, port, pids in targets:
             url = f"{'https' if tls else 'http'}://127.0.0.1:{port}{path}"
-            self.wrk(url, headers, 1, latency=False)  # warm-up
+            self.wrk(url, headers, 1, latency=False, script=script)  # warm-up
             cpu0 = cpu_seconds(pids)
-            out = self.wrk(url, headers, a.duration).stdout
+            out = self.wrk(url, headers, a.duration, script=script).stdout
             cpu = cpu_seconds(pids) - cpu0
             r = parse_wrk(out)
+            if script:
+                # wrk times a pipelined batch, not its requests, and its percentiles come out empty.
+                r["p50"] = r["p99"] = NAN
             if r["errors"]:
                 raise RuntimeError(f"{target} answered {r['errors']} non-2xx responses to {url}")
             r["cpu_per_m"] = cpu / r["total"] * 1e6 if r["total"] and pids else NAN
@@ -883,7 +933,7 @@ routes:
                     continue
                 label = "nginx (plain)" if target == "nginx" and scenario in NGINX_PLAIN_ONLY else target
                 ratio = med(rs, "rps") / med(base, "rps") if base else NAN
-                p99r = med(rs, "p99") / med(base, "p99") if base else NAN
+                p99r = med(rs, "p99") / med(base, "p99") if base and med(base, "p99") > 0 else NAN
                 lines.append(f"| {scenario} | {label} | {med(rs, 'rps'):.0f} | {fmt(med(rs, 'p50'), '.3f')} | {fmt(med(rs, 'p99'), '.3f')} | "
                              f"{fmt(med(rs, 'cpu_per_m'), '.1f')} | {fmt(med(rs, 'rss_mib'), '.1f')} | {fmt(ratio, '.2f')}{mark} | {fmt(p99r, '.2f')}{mark} |")
         notes = []
@@ -892,6 +942,9 @@ routes:
                          "X-Real-IP headers as gatehouse sends, `proxy_buffers 4 64k` (Pingora reads bodies in 64 KiB), "
                          "no proxy temp files. Peak RSS: nginx's worker process(es), gatehouse's process; both have the "
                          "TLS certificate and a cache zone configured.")
+        if "pipeline" in keys:
+            notes.append(f"`pipeline`: wrk sends {PIPELINE_DEPTH} requests per write on each connection; it does not "
+                         "time pipelined requests one by one, so the latency columns are empty.")
         if any(s in NGINX_PLAIN_ONLY for s in keys):
             notes.append("`nginx (plain)`: nginx (Debian package) has no equivalent of this gatehouse feature (key-auth, "
                          "rate-limit, JWT verification); its row is nginx's plain proxy of the same request, and the "
