@@ -15,6 +15,7 @@ use crate::plugin::{Phases, Plugin};
 use async_trait::async_trait;
 use pingora_http::RequestHeader;
 use serde::Deserialize;
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io::Write;
@@ -61,6 +62,10 @@ static DROPPED: LazyLock<Option<prometheus::IntCounter>> = LazyLock::new(|| {
     )
     .ok()
 });
+
+/// The buffer a line is formatted in, and the most a thread keeps between lines.
+const LINE_CAPACITY: usize = 512;
+const LINE_CAPACITY_KEPT: usize = 16 << 10;
 
 /// How often the writer writes what is pending.
 const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
@@ -226,22 +231,83 @@ pub fn factory() -> impl crate::PluginFactory {
     })
 }
 
+/// Writes `s` as a JSON string. Only ASCII needs escaping, so runs of other bytes are copied
+/// whole (a UTF-8 sequence never contains an ASCII byte).
 fn push_str(out: &mut String, s: &str) {
     out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
+    let mut copied = 0;
+    for (i, &byte) in s.as_bytes().iter().enumerate() {
+        let escape = match byte {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0..=0x1f => "",
+            _ => continue,
+        };
+        out.push_str(&s[copied..i]);
+        copied = i + 1;
+        if escape.is_empty() {
+            let _ = write!(out, "\\u{byte:04x}");
+        } else {
+            out.push_str(escape);
         }
     }
+    out.push_str(&s[copied..]);
     out.push('"');
+}
+
+/// Writes a duration in milliseconds with three decimals (to the microsecond, rounded).
+fn push_millis(out: &mut String, d: Duration) {
+    let micros = (d.as_nanos() + 500) / 1000;
+    let mut digits = itoa::Buffer::new();
+    out.push_str(digits.format(micros / 1000));
+    push_fraction(out, (micros % 1000) as u16);
+}
+
+/// Writes `.` and a number below 1000 as three digits.
+fn push_fraction(out: &mut String, thousandths: u16) {
+    out.push('.');
+    for digit in [thousandths / 100, thousandths / 10 % 10, thousandths % 10] {
+        out.push(char::from(b'0' + digit as u8));
+    }
+}
+
+fn push_number(out: &mut String, n: impl itoa::Integer) {
+    out.push_str(itoa::Buffer::new().format(n));
+}
+
+/// Writes the current time in RFC 3339 with milliseconds (`2026-12-02T13:42:21.123Z`). The
+/// calendar part changes once a second; each thread keeps it for the second it was made in.
+fn push_time(out: &mut String, now: SystemTime) {
+    /// `YYYY-MM-DDTHH:MM:SS`, and the Unix second it shows.
+    struct SecondText {
+        second: u64,
+        text: String,
+    }
+    thread_local! {
+        static SECOND: RefCell<SecondText> = const {
+            RefCell::new(SecondText { second: u64::MAX, text: String::new() })
+        };
+    }
+    let since_epoch = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    SECOND.with(|cell| {
+        let mut cached = cell.borrow_mut();
+        if cached.second != since_epoch.as_secs() {
+            let mut text = humantime::format_rfc3339_seconds(now).to_string();
+            text.truncate(text.trim_end_matches('Z').len());
+            *cached = SecondText {
+                second: since_epoch.as_secs(),
+                text,
+            };
+        }
+        out.push_str(&cached.text);
+    });
+    push_fraction(out, since_epoch.subsec_millis() as u16);
+    out.push('Z');
 }
 
 fn push_opt(out: &mut String, s: Option<&str>) {
@@ -253,15 +319,19 @@ fn push_opt(out: &mut String, s: Option<&str>) {
 
 /// Formats the log line of a finished request (exposed for tests and custom sinks).
 pub fn format_line(req: &RequestHeader, status: u16, ctx: &RequestContext) -> String {
-    let mut l = String::with_capacity(384);
+    let mut line = String::with_capacity(384);
+    write_line(&mut line, req, status, ctx);
+    line
+}
+
+/// Appends the log line of a finished request to `l`.
+fn write_line(l: &mut String, req: &RequestHeader, status: u16, ctx: &RequestContext) {
     // Timestamps, addresses and numbers need no JSON escaping: they are written in place.
-    let _ = write!(
-        l,
-        "{{\"time\":\"{}\"",
-        humantime::format_rfc3339_millis(SystemTime::now())
-    );
+    l.push_str("{\"time\":\"");
+    push_time(l, SystemTime::now());
+    l.push('"');
     l.push_str(",\"request_id\":");
-    push_opt(&mut l, ctx.request_id.as_deref());
+    push_opt(l, ctx.request_id.as_deref());
     l.push_str(",\"client\":");
     match ctx.client_ip {
         Some(ip) => {
@@ -270,28 +340,27 @@ pub fn format_line(req: &RequestHeader, status: u16, ctx: &RequestContext) -> St
         None => l.push_str("null"),
     }
     l.push_str(",\"method\":");
-    push_str(&mut l, req.method.as_str());
+    push_str(l, req.method.as_str());
     l.push_str(",\"host\":");
     let host = req.uri.authority().map(|a| a.as_str()).or_else(|| {
         req.headers
             .get(http::header::HOST)
             .and_then(|v| v.to_str().ok())
     });
-    push_opt(&mut l, host);
+    push_opt(l, host);
     l.push_str(",\"uri\":");
-    push_str(&mut l, req.uri.path_and_query().map_or("/", |p| p.as_str()));
-    let _ = write!(
-        l,
-        ",\"status\":{status},\"bytes_received\":{},\"bytes_sent\":{},\"duration_ms\":{:.3}",
-        ctx.request_body_bytes,
-        ctx.response_body_bytes,
-        ctx.started.elapsed().as_secs_f64() * 1000.0
-    );
+    push_str(l, req.uri.path_and_query().map_or("/", |p| p.as_str()));
+    l.push_str(",\"status\":");
+    push_number(l, status);
+    l.push_str(",\"bytes_received\":");
+    push_number(l, ctx.request_body_bytes);
+    l.push_str(",\"bytes_sent\":");
+    push_number(l, ctx.response_body_bytes);
+    l.push_str(",\"duration_ms\":");
+    push_millis(l, ctx.started.elapsed());
     l.push_str(",\"upstream_ms\":");
     match ctx.upstream_response_time {
-        Some(t) => {
-            let _ = write!(l, "{:.3}", t.as_secs_f64() * 1000.0);
-        }
+        Some(t) => push_millis(l, t),
         None => l.push_str("null"),
     }
     l.push_str(",\"upstream\":");
@@ -302,20 +371,19 @@ pub fn format_line(req: &RequestHeader, status: u16, ctx: &RequestContext) -> St
         None => l.push_str("null"),
     }
     l.push_str(",\"route\":");
-    push_opt(&mut l, ctx.route_id.as_deref());
+    push_opt(l, ctx.route_id.as_deref());
     l.push_str(",\"service\":");
-    push_opt(&mut l, ctx.service_id.as_deref());
+    push_opt(l, ctx.service_id.as_deref());
     l.push_str(",\"consumer\":");
-    push_opt(&mut l, ctx.consumer.as_ref().map(|c| c.id.as_str()));
+    push_opt(l, ctx.consumer.as_ref().map(|c| c.id.as_str()));
     l.push_str(",\"cache\":");
-    push_opt(&mut l, ctx.cache_status);
+    push_opt(l, ctx.cache_status);
     l.push_str(",\"trace_id\":");
     match ctx.state::<super::opentelemetry::TraceIds>() {
-        Some(t) => push_str(&mut l, &t.trace_id_hex()),
+        Some(t) => push_str(l, &t.trace_id_hex()),
         None => l.push_str("null"),
     }
     l.push_str("}\n");
-    l
 }
 
 #[async_trait]
@@ -345,8 +413,22 @@ impl Plugin for AccessLog {
             }
         }
         self.sink.ensure_writer();
-        let line = format_line(req, status, ctx);
-        if !self.sink.push(&line) {
+        thread_local! {
+            /// Each thread formats its lines in one buffer, kept between requests.
+            static LINE: RefCell<String> = RefCell::new(String::with_capacity(LINE_CAPACITY));
+        }
+        let pushed = LINE.with(|cell| {
+            let mut line = cell.borrow_mut();
+            line.clear();
+            write_line(&mut line, req, status, ctx);
+            let pushed = self.sink.push(&line);
+            if line.capacity() > LINE_CAPACITY_KEPT {
+                // A very long line (a long URI) does not keep its buffer.
+                *line = String::with_capacity(LINE_CAPACITY);
+            }
+            pushed
+        });
+        if !pushed {
             if let Some(d) = DROPPED.as_ref() {
                 d.inc();
             }
@@ -384,5 +466,37 @@ mod tests {
         assert_eq!(v["status"], 502);
         let time = v["time"].as_str().unwrap();
         assert!(humantime::parse_rfc3339(time).is_ok(), "{time}");
+    }
+
+    #[test]
+    fn fields_are_written_as_json_expects_them() {
+        let text = |f: &dyn Fn(&mut String)| {
+            let mut out = String::new();
+            f(&mut out);
+            out
+        };
+        let millis = |d| text(&|o| push_millis(o, d));
+        assert_eq!(millis(Duration::ZERO), "0.000");
+        assert_eq!(millis(Duration::from_micros(1_234_567)), "1234.567");
+        assert_eq!(millis(Duration::from_nanos(1_499)), "0.001");
+        assert_eq!(millis(Duration::from_nanos(999_500)), "1.000");
+
+        let quoted = |s| text(&|o| push_str(o, s));
+        assert_eq!(quoted("plain/ü→"), "\"plain/ü→\"");
+        assert_eq!(quoted("a\"b\\c\n\u{1}é\t"), "\"a\\\"b\\\\c\\n\\u0001é\\t\"");
+        let v: serde_json::Value = serde_json::from_str(&quoted("x\u{1f}\r\"y")).unwrap();
+        assert_eq!(v, "x\u{1f}\r\"y");
+
+        // The cached calendar part is right across seconds, and matches humantime's own text.
+        for t in [
+            1_700_000_000_123u64,
+            1_700_000_000_999,
+            1_700_000_001_000,
+            951_782_400_007,
+        ] {
+            let now = SystemTime::UNIX_EPOCH + Duration::from_millis(t);
+            let expected = humantime::format_rfc3339_millis(now).to_string();
+            assert_eq!(text(&|o| push_time(o, now)), expected);
+        }
     }
 }
