@@ -13,7 +13,7 @@ use prometheus::{
     IntCounterVec, IntGaugeVec,
 };
 use serde::Deserialize;
-use std::sync::LazyLock;
+use std::sync::{LazyLock, OnceLock};
 
 /// Config of `prometheus`: nothing to set; `{}`.
 #[derive(Debug, Default, Deserialize)]
@@ -88,32 +88,48 @@ pub static METRICS: LazyLock<Option<RequestMetrics>> = LazyLock::new(|| {
     })
 });
 
+/// Method labels, in the order [`method_index`] numbers them.
+const METHOD_LABELS: [&str; 10] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE", "OTHER",
+];
+
+/// Status class labels, in the order [`status_index`] numbers them.
+const STATUS_LABELS: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "0"];
+
+fn method_index(m: &http::Method) -> usize {
+    match *m {
+        http::Method::GET => 0,
+        http::Method::HEAD => 1,
+        http::Method::POST => 2,
+        http::Method::PUT => 3,
+        http::Method::DELETE => 4,
+        http::Method::PATCH => 5,
+        http::Method::OPTIONS => 6,
+        http::Method::CONNECT => 7,
+        http::Method::TRACE => 8,
+        _ => 9,
+    }
+}
+
+fn status_index(status: u16) -> usize {
+    match status {
+        100..=199 => 0,
+        200..=299 => 1,
+        300..=399 => 2,
+        400..=499 => 3,
+        500..=599 => 4,
+        _ => 5,
+    }
+}
+
 /// The method as a label: the standard methods, anything else as `OTHER`.
 pub fn method_label(m: &http::Method) -> &'static str {
-    match *m {
-        http::Method::GET => "GET",
-        http::Method::HEAD => "HEAD",
-        http::Method::POST => "POST",
-        http::Method::PUT => "PUT",
-        http::Method::DELETE => "DELETE",
-        http::Method::PATCH => "PATCH",
-        http::Method::OPTIONS => "OPTIONS",
-        http::Method::CONNECT => "CONNECT",
-        http::Method::TRACE => "TRACE",
-        _ => "OTHER",
-    }
+    METHOD_LABELS[method_index(m)]
 }
 
 /// The status class as a label: `2xx`…`5xx`, `0` when no response was sent.
 pub fn status_label(status: u16) -> &'static str {
-    match status {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        500..=599 => "5xx",
-        _ => "0",
-    }
+    STATUS_LABELS[status_index(status)]
 }
 
 /// The per-route series, resolved once per route (not per request): a label lookup hashes
@@ -124,17 +140,32 @@ struct RouteHandles {
     upstream_duration: prometheus::Histogram,
     bytes_in: prometheus::IntCounter,
     bytes_out: prometheus::IntCounter,
+    /// The route's service, the `service` label of its request counts.
+    service: Box<str>,
+    /// The request counts by method and status class, each resolved on first use: a route
+    /// sees only a few of the combinations.
+    requests: [[OnceLock<prometheus::IntCounter>; STATUS_LABELS.len()]; METHOD_LABELS.len()],
 }
 
 impl RouteHandles {
-    fn new(m: &RequestMetrics, route: &str) -> Self {
+    fn new(m: &RequestMetrics, route: &str, service: &str) -> Self {
         RouteHandles {
             in_flight: m.in_flight.with_label_values(&[route]),
             duration: m.duration.with_label_values(&[route]),
             upstream_duration: m.upstream_duration.with_label_values(&[route]),
             bytes_in: m.bytes_in.with_label_values(&[route]),
             bytes_out: m.bytes_out.with_label_values(&[route]),
+            service: service.into(),
+            requests: Default::default(),
         }
+    }
+
+    /// Counts a finished request of this route.
+    fn count_request(&self, m: &RequestMetrics, route: &str, method: usize, status: usize) {
+        let labels = |service| [route, service, METHOD_LABELS[method], STATUS_LABELS[status]];
+        self.requests[method][status]
+            .get_or_init(|| m.requests.with_label_values(&labels(&self.service)))
+            .inc();
     }
 }
 
@@ -196,11 +227,15 @@ impl Plugin for Prometheus {
                 .unwrap_or_else(|| std::sync::Arc::from(NO_ROUTE));
             let handles = match self.routes.get(&route) {
                 Some(h) => h.clone(),
-                None => self
-                    .routes
-                    .entry(route.clone())
-                    .or_insert_with(|| std::sync::Arc::new(RouteHandles::new(m, &route)))
-                    .clone(),
+                None => {
+                    let service = ctx.service_id.as_deref().unwrap_or("");
+                    self.routes
+                        .entry(route.clone())
+                        .or_insert_with(|| {
+                            std::sync::Arc::new(RouteHandles::new(m, &route, service))
+                        })
+                        .clone()
+                }
             };
             handles.in_flight.inc();
             ctx.set_state(Tracked(handles));
@@ -219,18 +254,27 @@ impl Plugin for Prometheus {
             }
             // The request hook did not run (a plugin earlier in a narrower chain answered
             // before it): resolve the handles now.
-            None => std::sync::Arc::new(RouteHandles::new(m, route_label(ctx))),
+            None => std::sync::Arc::new(RouteHandles::new(
+                m,
+                route_label(ctx),
+                ctx.service_id.as_deref().unwrap_or(""),
+            )),
         };
+        let (method, status_class) = (method_index(&req.method), status_index(status));
         let route = route_label(ctx);
         let service = ctx.service_id.as_deref().unwrap_or("");
-        m.requests
-            .with_label_values(&[
+        if *handles.service == *service {
+            handles.count_request(m, route, method, status_class);
+        } else {
+            // A route id's service is fixed within one config; never a guess across configs.
+            let labels = [
                 route,
                 service,
-                method_label(&req.method),
-                status_label(status),
-            ])
-            .inc();
+                METHOD_LABELS[method],
+                STATUS_LABELS[status_class],
+            ];
+            m.requests.with_label_values(&labels).inc();
+        }
         handles
             .duration
             .observe(ctx.started.elapsed().as_secs_f64());
@@ -259,5 +303,43 @@ mod tests {
         assert_eq!(status_label(204), "2xx");
         assert_eq!(status_label(0), "0");
         assert_eq!(status_label(999), "0");
+    }
+
+    #[tokio::test]
+    async fn requests_are_counted_by_route_service_method_and_status() {
+        let m = METRICS.as_ref().unwrap();
+        let plugin = Prometheus {
+            routes: dashmap::DashMap::new(),
+        };
+        let count = |method: &str, status: &str, service: &str| {
+            m.requests
+                .with_label_values(&["prom-unit", service, method, status])
+                .get()
+        };
+        let serve = |method: &'static str, status: u16, service: &'static str| {
+            let plugin = &plugin;
+            async move {
+                let mut req = crate::testkit::request(method, "/").build();
+                let mut ctx = RequestContext::new();
+                ctx.route_id = Some(std::sync::Arc::from("prom-unit"));
+                ctx.service_id = Some(service.into());
+                plugin.request_filter(&mut req, &mut ctx).await.unwrap();
+                plugin.logging(&req, status, &mut ctx).await;
+            }
+        };
+        serve("GET", 200, "svc").await;
+        serve("GET", 204, "svc").await;
+        serve("POST", 503, "svc").await;
+        serve("BREW", 200, "svc").await;
+        assert_eq!(count("GET", "2xx", "svc"), 2);
+        assert_eq!(count("POST", "5xx", "svc"), 1);
+        assert_eq!(count("OTHER", "2xx", "svc"), 1);
+        assert_eq!(count("POST", "2xx", "svc"), 0);
+        // The same route id under another service (as a later config could have it).
+        serve("GET", 200, "other").await;
+        assert_eq!(count("GET", "2xx", "other"), 1);
+        assert_eq!(count("GET", "2xx", "svc"), 2);
+        let in_flight = m.in_flight.with_label_values(&["prom-unit"]).get();
+        assert_eq!(in_flight, 0);
     }
 }
