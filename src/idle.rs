@@ -43,6 +43,9 @@ const FIRST_REQUEST_KEEPALIVE: u64 = 60;
 /// the buffer Pingora reads a request's head into.
 const FIRST_READ: usize = 4096;
 
+/// Shards of the shutdown wake-up (see [`LeanKeepalive`]).
+const WAKE_SHARDS: usize = 16;
+
 /// How long a request may take to start when its session has keep-alive off: Pingora's
 /// default read timeout.
 const NO_KEEPALIVE_WAIT: Duration = Duration::from_secs(60);
@@ -54,7 +57,10 @@ pub struct LeanKeepalive<A> {
     inner: Arc<A>,
     /// Set when the service shuts down: waiting connections close.
     closing: AtomicBool,
-    wake: Notify,
+    /// Wakes waiting connections at shutdown. Each connection waits on one shard, picked by
+    /// its socket, so that threads serving different connections do not take one shared lock
+    /// twice per request (registering and unregistering the wait).
+    wake: [Notify; WAKE_SHARDS],
 }
 
 /// What a connection carries from one request's session to the next (nothing, by default).
@@ -117,7 +123,7 @@ impl<A: HttpServerApp> LeanKeepalive<A> {
         LeanKeepalive {
             inner: Arc::new(inner),
             closing: AtomicBool::new(false),
-            wake: Notify::new(),
+            wake: std::array::from_fn(|_| Notify::new()),
         }
     }
 
@@ -141,7 +147,8 @@ impl<A: HttpServerApp> LeanKeepalive<A> {
         stream: &mut Stream,
         keepalive: Option<u64>,
     ) -> Option<BytesMut> {
-        let shutdown = self.wake.notified();
+        let shard = stream.id() as usize % WAKE_SHARDS;
+        let shutdown = self.wake[shard].notified();
         if self.closing.load(Ordering::Acquire) {
             return None;
         }
@@ -259,7 +266,9 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for LeanKeepalive<A> {
 
     async fn cleanup(&self) {
         self.closing.store(true, Ordering::Release);
-        self.wake.notify_waiters();
+        for shard in &self.wake {
+            shard.notify_waiters();
+        }
         self.inner.http_cleanup().await;
     }
 }

@@ -543,7 +543,7 @@ async fn keepalive_requests_reach_the_upstream_whole() {
 /// to close, after which the connection closes.
 fn pipelined_requests_are_answered_in_order(s: &mut (impl std::io::Read + std::io::Write)) {
     let mut responses = ResponseReader::default();
-    let mut check = |s: &mut (dyn std::io::Read), uri: &str, body: &str| {
+    let mut check = |s: &mut dyn std::io::Read, uri: &str, body: &str| {
         let response = responses.next(s);
         assert!(response.starts_with("HTTP/1.1 200"), "{uri}: {response}");
         let (_, echoed) = response.split_once("\r\n\r\n").unwrap();
