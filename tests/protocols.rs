@@ -595,12 +595,25 @@ fn pipelined_requests_are_answered_in_order(s: &mut (impl std::io::Read + std::i
     );
 }
 
-/// Pipelined requests are all answered, in order, on plain and HTTPS connections.
+/// Pipelined requests are all answered, in order, on plain and HTTPS connections, and on a
+/// plain listener that also accepts h2c.
 #[tokio::test(flavor = "multi_thread")]
 async fn pipelined_requests_are_answered_in_order_on_one_connection() {
     use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
     let dir = tempfile::tempdir().unwrap();
-    let (_up, _gw, port, tls_port) = echo_gateway(dir.path()).await;
+    let up = EchoUpstream::start("u").await;
+    let cert = make_cert(dir.path(), "a.test");
+    let (port, h2c_port, tls_port) = (free_port(), free_port(), free_port());
+    let y = format!(
+        "listeners:\n  - {{ name: main, address: 127.0.0.1:{port} }}\n\
+         \x20 - {{ name: h2c, address: 127.0.0.1:{h2c_port}, http2: true }}\n\
+         \x20 - {{ name: tls, address: 127.0.0.1:{tls_port}, protocol: https, tls: {{ certificates: [{{ cert: {}, key: {} }}] }} }}\n\
+         upstreams:\n  - {{ id: u, nodes: [{{ address: \"{}\" }}] }}\n\
+         routes:\n  - {{ id: all, paths: [\"/*\"], upstream: u }}\n",
+        cert.cert_path, cert.key_path, up.addr
+    );
+    let _gw = GatewayProcess::start(&y, port);
+    gatehouse_testkit::wait_for_tcp(h2c_port).await;
     // A request left waiting fails the read instead of hanging the test.
     let connect = |port: u16| {
         let tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -610,6 +623,7 @@ async fn pipelined_requests_are_answered_in_order_on_one_connection() {
     };
     tokio::task::spawn_blocking(move || {
         pipelined_requests_are_answered_in_order(&mut connect(port));
+        pipelined_requests_are_answered_in_order(&mut connect(h2c_port));
 
         let mut b = SslConnector::builder(SslMethod::tls()).unwrap();
         b.set_verify(SslVerifyMode::NONE);
