@@ -11,9 +11,9 @@
 //! waiting connection holds no read buffer of gatehouse's or Pingora's.
 //!
 //! Pipelined requests (RFC 9112 §9.3.2: a client sends the next request before the answer to
-//! the last one) are served in order: sessions have Pingora's pipelining on, and when a
-//! finished request leaves the next one's bytes behind, that session starts at once instead
-//! of waiting on a connection that has nothing more to read.
+//! the last one) are served in order: the proxy turns Pingora's pipelining on for each
+//! session, and when a finished request leaves the next one's bytes behind, that session
+//! starts at once instead of waiting on a connection that has nothing more to read.
 
 use async_trait::async_trait;
 use bytes::BytesMut;
@@ -74,8 +74,6 @@ struct Carried {
 impl Carried {
     fn into_session(self, stream: Stream) -> ServerSession {
         let mut session = ServerSession::new_http1(stream);
-        // Carried to every later session of the connection by Pingora's persistent settings.
-        session.set_pipelining_enabled(true);
         session.set_keepalive(self.keepalive);
         session.set_keepalive_reuses_remaining(self.reuses);
         session.set_connection_user_context(self.context);

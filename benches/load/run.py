@@ -254,25 +254,7 @@ def redis_cmd(port, *args):
 
 def read_response(sock, deadline):
     """Reads one HTTP/1.1 response with Content-Length from a blocking socket; returns its status."""
-    buf = b""
-    while b"\r\n\r\n" not in buf:
-        if time.time() > deadline:
-            raise TimeoutError("response headers")
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise ConnectionError("closed before the response")
-        buf += chunk
-    head, _, body = buf.partition(b"\r\n\r\n")
-    m = re.search(rb"(?im)^content-length:\s*(\d+)", head)
-    need = int(m.group(1)) if m else 0
-    while len(body) < need:
-        if time.time() > deadline:
-            raise TimeoutError("response body")
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise ConnectionError("closed in the body")
-        body += chunk
-    return int(head.split(b" ", 2)[1])
+    return read_responses(sock, 1, deadline)[0]
 
 
 def read_responses(sock, n, deadline):

@@ -215,9 +215,9 @@ impl ProxyHttp for GatewayProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestState) -> Result<bool> {
-        // Pipelined requests are answered in order on every HTTP/1 connection, also those
-        // that Pingora's own loop serves (plain listeners with `http2: true`); a no-op on
-        // HTTP/2.
+        // Pipelined requests are answered in order on every HTTP/1 connection, the ones the
+        // lean keep-alive loop serves and the ones Pingora's own loop serves (plain listeners
+        // with `http2: true`) alike: this is the one place that turns it on. A no-op on HTTP/2.
         session.downstream_session.set_pipelining_enabled(true);
         let snapshot = self.state.load();
         ctx.snapshot = Some(snapshot.clone());

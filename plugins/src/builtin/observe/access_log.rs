@@ -261,8 +261,7 @@ fn push_str(out: &mut String, s: &str) {
 /// Writes a duration in milliseconds with three decimals (to the microsecond, rounded).
 fn push_millis(out: &mut String, d: Duration) {
     let micros = (d.as_nanos() + 500) / 1000;
-    let mut digits = itoa::Buffer::new();
-    out.push_str(digits.format(micros / 1000));
+    push_number(out, micros / 1000);
     push_fraction(out, (micros % 1000) as u16);
 }
 
