@@ -23,7 +23,6 @@ use pingora_core::protocols::http::ServerSession;
 use pingora_core::protocols::{Stream, ALPN};
 use pingora_core::server::ShutdownWatch;
 use pingora_timeout::fast_timeout::fast_timeout;
-use std::any::Any;
 use std::fmt::{self, Write as _};
 use std::future::poll_fn;
 use std::io;
@@ -63,20 +62,39 @@ pub struct LeanKeepalive<A> {
     wake: [Notify; WAKE_SHARDS],
 }
 
-/// What a connection carries from one request's session to the next (nothing, by default).
-#[derive(Default)]
-struct Carried {
-    keepalive: Option<u64>,
-    reuses: Option<u32>,
-    context: Option<Box<dyn Any + Send + Sync>>,
+/// What a connection carries from one request's session to the next.
+enum Carried {
+    /// Before the first request: a new connection's keep-alive timeout and reuse limit.
+    First {
+        keepalive: Option<u64>,
+        reuses: Option<u32>,
+    },
+    /// What the last session handed over, applied as it is to the next one, with the
+    /// keep-alive timeout read from it for the wait.
+    Settings {
+        settings: HttpPersistentSettings,
+        keepalive: Option<u64>,
+    },
 }
 
 impl Carried {
+    /// How long the connection may wait for the next request (see
+    /// [`LeanKeepalive::wait_for_request`]).
+    fn keepalive(&self) -> Option<u64> {
+        match self {
+            Carried::First { keepalive, .. } | Carried::Settings { keepalive, .. } => *keepalive,
+        }
+    }
+
     fn into_session(self, stream: Stream) -> ServerSession {
         let mut session = ServerSession::new_http1(stream);
-        session.set_keepalive(self.keepalive);
-        session.set_keepalive_reuses_remaining(self.reuses);
-        session.set_connection_user_context(self.context);
+        match self {
+            Carried::First { keepalive, reuses } => {
+                session.set_keepalive(keepalive);
+                session.set_keepalive_reuses_remaining(reuses);
+            }
+            Carried::Settings { settings, .. } => settings.apply_to_session(&mut session),
+        }
         session
     }
 }
@@ -85,8 +103,8 @@ impl Carried {
 enum Next {
     /// Wait on the connection, then start a session with what it carries.
     Wait(Stream, Carried),
-    /// A session that already holds the start of its request (pipelined bytes, or a session
-    /// gatehouse cannot unwrap): serve it at once.
+    /// A session that already holds the start of its request (pipelined bytes), or one whose
+    /// settings this build cannot read: it reads the connection itself.
     Ready(Box<ServerSession>),
 }
 
@@ -94,23 +112,28 @@ impl Next {
     fn after(reused: ReusedHttpStream) -> Next {
         let (stream, settings) = reused.consume();
         let Some(settings) = settings else {
-            return Next::Wait(stream, Carried::default());
+            let carried = Carried::First {
+                keepalive: None,
+                reuses: None,
+            };
+            return Next::Wait(stream, carried);
         };
-        let pipelined = carries_request_bytes(&settings);
-        let mut session = ServerSession::new_http1(stream);
-        // The settings are opaque: apply them, then read them back.
-        settings.apply_to_session(&mut session);
-        if pipelined {
-            return Next::Ready(Box::new(session));
-        }
-        let carried = Carried {
-            keepalive: session.get_keepalive(),
-            reuses: session.get_keepalive_reuses_remaining(),
-            context: session.take_connection_user_context(),
-        };
-        match session {
-            ServerSession::H1(http1) => Next::Wait(http1.into_inner(), carried),
-            other => Next::Ready(Box::new(other)),
+        match SettingsView::of(&settings) {
+            Some(view) if !view.pipelined => {
+                let keepalive = view.keepalive;
+                Next::Wait(
+                    stream,
+                    Carried::Settings {
+                        settings,
+                        keepalive,
+                    },
+                )
+            }
+            _ => {
+                let mut session = ServerSession::new_http1(stream);
+                settings.apply_to_session(&mut session);
+                Next::Ready(Box::new(session))
+            }
         }
     }
 }
@@ -170,44 +193,76 @@ impl<A: HttpServerApp> LeanKeepalive<A> {
     }
 }
 
-/// Whether the previous request left bytes of the next one behind (a pipelined request), to
-/// be parsed before the connection is read again. Pingora keeps that buffer private in
-/// [`HttpPersistentSettings`] (it has no getter), so this reads the settings' `Debug` output up
-/// to the field and stops there, without formatting the bytes or allocating. The unit tests
-/// below pin this to the Pingora version in use; were the field renamed, every session would
-/// wait inside Pingora (correct, with more memory per idle connection) and the tests fail.
-fn carries_request_bytes(settings: &HttpPersistentSettings) -> bool {
-    /// Reads a `Debug` output piece by piece until it has the field's variant.
-    #[derive(Default)]
-    struct FieldProbe {
-        in_field: bool,
-        answer: Option<bool>,
-    }
-    const FIELD: &str = "pipelined_prefix";
-    impl fmt::Write for FieldProbe {
-        fn write_str(&mut self, mut s: &str) -> fmt::Result {
-            if !self.in_field {
-                // A derived `Debug` writes each field's name as one piece.
-                let Some(rest) = s.strip_prefix(FIELD) else {
-                    return Ok(());
-                };
-                self.in_field = true;
-                s = rest;
+/// What the loop needs from a finished session's [`HttpPersistentSettings`]: the keep-alive
+/// timeout to wait with, and whether the session left bytes of the next request behind (a
+/// pipelined request, to be parsed before the connection is read again).
+///
+/// Pingora keeps these fields private (no getters), so they are read from the settings'
+/// `Debug` output, on the stack, stopping before the pipelined bytes themselves are
+/// formatted. The unit tests pin this to the Pingora version in use; were the output to
+/// change, [`SettingsView::of`] answers `None` and every session waits inside Pingora
+/// (correct, with more memory per idle connection) and the tests fail.
+#[derive(Debug, PartialEq)]
+struct SettingsView {
+    keepalive: Option<u64>,
+    pipelined: bool,
+}
+
+/// Reads the `Debug` output of [`HttpPersistentSettings`] as it is written, up to the variant
+/// of its `pipelined_prefix` field, keeping nothing but the answers. A derived `Debug` writes
+/// each field's name as one piece and a value in pieces (`Some`, `(`, `60`, `)`).
+#[derive(Default)]
+struct DebugReader {
+    field: DebugField,
+    /// `Some(timeout)` once the keep-alive field's value was read.
+    keepalive: Option<Option<u64>>,
+    pipelined: Option<bool>,
+}
+
+#[derive(Default)]
+enum DebugField {
+    #[default]
+    Other,
+    Keepalive,
+    Pipelined,
+}
+
+impl fmt::Write for DebugReader {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        match s {
+            "keepalive_timeout" => self.field = DebugField::Keepalive,
+            "pipelined_prefix" => self.field = DebugField::Pipelined,
+            "keepalive_reuses_remaining" | "user_context" => self.field = DebugField::Other,
+            _ => {
+                let value = s.trim_matches([':', ' ', ',', '(', ')']);
+                match (&self.field, value) {
+                    (_, "") | (DebugField::Other, _) | (DebugField::Keepalive, "Some") => {}
+                    (DebugField::Keepalive, "None") => self.keepalive = Some(None),
+                    (DebugField::Keepalive, digits) => {
+                        self.keepalive = digits.parse().ok().map(Some);
+                    }
+                    (DebugField::Pipelined, variant) => {
+                        self.pipelined = Some(variant.starts_with("Some"));
+                        // Stop formatting: the rest (the bytes themselves) is not needed.
+                        return Err(fmt::Error);
+                    }
+                }
             }
-            let value = s.trim_start_matches([':', ' ']);
-            if value.is_empty() {
-                return Ok(());
-            }
-            self.answer = Some(value.starts_with("Some"));
-            // Stop formatting: the rest (the bytes themselves) is not needed.
-            Err(fmt::Error)
         }
+        Ok(())
     }
-    let mut probe = FieldProbe::default();
-    // The probe's early stop surfaces as an error here; its answer is what counts.
-    let _ = write!(probe, "{settings:?}");
-    // Not found: let the session read the connection itself, which is right either way.
-    probe.answer.unwrap_or(true)
+}
+
+impl SettingsView {
+    fn of(settings: &HttpPersistentSettings) -> Option<SettingsView> {
+        let mut reader = DebugReader::default();
+        // The early stop surfaces as an error here; what was read is what counts.
+        let _ = write!(reader, "{settings:?}");
+        Some(SettingsView {
+            keepalive: reader.keepalive?,
+            pipelined: reader.pipelined?,
+        })
+    }
 }
 
 /// Reads what the connection has, once it has something, into a new buffer sized like the
@@ -236,13 +291,12 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for LeanKeepalive<A> {
         if !self.serves(&stream) {
             return ServerApp::process_new(&self.inner, stream, shutdown).await;
         }
-        let first = Carried {
+        let first = Carried::First {
             keepalive: (!*shutdown.borrow()).then_some(FIRST_REQUEST_KEEPALIVE),
             reuses: self
                 .inner
                 .server_options()
                 .and_then(|o| o.keepalive_request_limit),
-            ..Carried::default()
         };
         let mut next = Next::Wait(stream, first);
         loop {
@@ -250,7 +304,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for LeanKeepalive<A> {
                 Next::Ready(session) => *session,
                 Next::Wait(mut stream, carried) => {
                     let head = self
-                        .wait_for_request(&mut stream, carried.keepalive)
+                        .wait_for_request(&mut stream, carried.keepalive())
                         .await?;
                     let mut session = carried.into_session(stream);
                     // The session parses these bytes before it reads from the connection.
@@ -275,19 +329,47 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for LeanKeepalive<A> {
 mod tests {
     use super::*;
 
-    fn settings_of_a_finished_request() -> HttpPersistentSettings {
+    fn settings_of_a_finished_request(keepalive: Option<u64>) -> HttpPersistentSettings {
         let (connection, _client) = tokio::io::duplex(64);
-        let session = ServerSession::new_http1(Box::new(connection));
+        let mut session = ServerSession::new_http1(Box::new(connection));
+        session.set_keepalive(keepalive);
+        session.set_keepalive_reuses_remaining(Some(7));
         HttpPersistentSettings::for_session(&session)
     }
 
+    fn view(keepalive: Option<u64>, pipelined: bool) -> Option<SettingsView> {
+        Some(SettingsView {
+            keepalive,
+            pipelined,
+        })
+    }
+
     #[test]
-    fn pipelined_request_bytes_are_seen_in_the_persistent_settings() {
-        let mut settings = settings_of_a_finished_request();
-        assert!(!carries_request_bytes(&settings));
+    fn keepalive_and_pipelined_bytes_are_read_from_the_persistent_settings() {
+        for keepalive in [Some(75), Some(0), None, Some(u64::MAX)] {
+            let mut settings = settings_of_a_finished_request(keepalive);
+            assert_eq!(SettingsView::of(&settings), view(keepalive, false));
+            settings.set_user_context(Box::new("context"));
+            assert_eq!(SettingsView::of(&settings), view(keepalive, false));
+            settings.set_pipelined_prefix(BytesMut::from(&b"GET /next HTTP/1.1\r\n"[..]));
+            assert_eq!(SettingsView::of(&settings), view(keepalive, true));
+        }
+    }
+
+    #[test]
+    fn carried_settings_reach_the_next_session() {
+        let mut settings = settings_of_a_finished_request(Some(75));
         settings.set_user_context(Box::new("context"));
-        assert!(!carries_request_bytes(&settings));
-        settings.set_pipelined_prefix(BytesMut::from(&b"GET /next HTTP/1.1\r\n"[..]));
-        assert!(carries_request_bytes(&settings));
+        let carried = Carried::Settings {
+            settings,
+            keepalive: Some(75),
+        };
+        assert_eq!(carried.keepalive(), Some(75));
+        let (connection, _client) = tokio::io::duplex(64);
+        let mut session = carried.into_session(Box::new(connection));
+        assert_eq!(session.get_keepalive(), Some(75));
+        // One reuse was spent on the request that handed the settings over.
+        assert_eq!(session.get_keepalive_reuses_remaining(), Some(6));
+        assert!(session.take_connection_user_context().is_some());
     }
 }
