@@ -291,6 +291,9 @@ async fn forwarded_headers_and_host_modes() {
                 .header("x-forwarded-for", "203.0.113.9")
                 .header("connection", "keep-alive, x-hop")
                 .header("x-hop", "secret")
+                .header("keep-alive", "timeout=5")
+                .header("proxy-connection", "keep-alive")
+                .header("te", "trailers")
                 .send()
                 .await
                 .unwrap()
@@ -306,7 +309,20 @@ async fn forwarded_headers_and_host_modes() {
     assert_eq!(h["x-real-ip"], "127.0.0.1");
     assert_eq!(h["x-forwarded-proto"], "http");
     assert_eq!(h["x-forwarded-host"], "api.example.com");
-    assert!(h.get("x-hop").is_none(), "hop-by-hop header forwarded: {h}");
+    for hop in ["x-hop", "keep-alive", "proxy-connection", "te"] {
+        assert!(
+            h.get(hop).is_none(),
+            "hop-by-hop header {hop} forwarded: {h}"
+        );
+    }
+    // A `Connection` header naming a header the gateway sets is refused, not obeyed.
+    let refused = c
+        .get(format!("http://127.0.0.1:{port}/pass"))
+        .header("connection", "x-forwarded-for")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
     assert_eq!(get("/node").await["headers"]["host"], up.addr.to_string());
     assert_eq!(get("/rewrite").await["headers"]["host"], "internal.svc");
 }

@@ -18,6 +18,7 @@ use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+use smallvec::SmallVec;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -41,12 +42,14 @@ pub struct RequestState {
     pub plugin: RequestContext,
     pool: Option<Arc<UpstreamPool>>,
     inflight: Option<InflightGuard>,
-    tried: Vec<SocketAddr>,
+    /// The nodes tried so far (one, unless the request was retried).
+    tried: SmallVec<[SocketAddr; 2]>,
     /// Status to answer with when proxying fails (set where the reason is known).
     error_status: Option<(u16, &'static str)>,
     /// A response was already written (by a plugin or the engine).
     responded: bool,
-    client_host: Option<String>,
+    /// The client's `Host` (or `:authority`), shared with the request's own header.
+    client_host: Option<http::HeaderValue>,
     /// The route's chain with the consumer's plugins joined in, once an auth plugin
     /// identified a consumer that has plugins of its own.
     consumer_chain: Option<Arc<Chain>>,
@@ -136,6 +139,14 @@ fn hash_key(pool: &UpstreamPool, req: &RequestHeader, ctx: &RequestContext) -> V
     }
 }
 
+/// The client's `Host` as text; empty when it sent none.
+fn client_host_text(ctx: &RequestState) -> &str {
+    ctx.client_host
+        .as_ref()
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
 fn is_gateway_failure(status: u16) -> bool {
     matches!(status, 502..=504)
 }
@@ -202,7 +213,7 @@ impl ProxyHttp for GatewayProxy {
             plugin: RequestContext::new(),
             pool: None,
             inflight: None,
-            tried: Vec::new(),
+            tried: SmallVec::new(),
             error_status: None,
             responded: false,
             client_host: None,
@@ -235,17 +246,15 @@ impl ProxyHttp for GatewayProxy {
         ctx.plugin.tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
 
         let req = session.req_header();
-        let authority = req
-            .uri
-            .authority()
-            .map(|a| a.as_str())
-            .or_else(|| {
-                req.headers
-                    .get(http::header::HOST)
-                    .and_then(|v| v.to_str().ok())
-            })
+        let client_host = match req.uri.authority() {
+            Some(a) => http::HeaderValue::from_str(a.as_str()).ok(),
+            None => req.headers.get(http::header::HOST).cloned(),
+        }
+        .filter(|v| !v.is_empty());
+        let authority = client_host
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
             .unwrap_or("");
-        ctx.client_host = (!authority.is_empty()).then(|| authority.to_string());
         let host = host_key(authority);
         let path = match normalize(req.uri.path()) {
             Ok(p) => p,
@@ -308,6 +317,7 @@ impl ProxyHttp for GatewayProxy {
             }
         }
 
+        ctx.client_host = client_host;
         let Some(route_idx) = ctx.route else {
             return Ok(false);
         };
@@ -464,7 +474,7 @@ impl ProxyHttp for GatewayProxy {
             ctx.error_status = Some((503, "no healthy upstream node"));
             return Error::e_explain(ErrorType::HTTPStatus(503), "no healthy upstream node");
         };
-        let host = ctx.client_host.as_deref().unwrap_or("");
+        let host = client_host_text(ctx);
         let peer = pool.peer(&picked, pool.host_header(host, &picked.node));
         if let Some(a) = picked.backend.addr.as_inet() {
             ctx.tried.push(*a);
@@ -495,7 +505,7 @@ impl ProxyHttp for GatewayProxy {
 
     async fn upstream_request_filter(
         &self,
-        session: &mut Session,
+        _session: &mut Session,
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestState,
     ) -> Result<()> {
@@ -505,12 +515,12 @@ impl ProxyHttp for GatewayProxy {
                 .map_err(|e| Error::because(ErrorType::InternalError, "rewritten path", e))?;
             upstream_request.set_uri(uri);
         }
-        // Hop-by-hop first, so that `Connection: host` cannot remove what is set below.
-        forward::strip_hop_by_hop(upstream_request, session.is_upgrade_req());
-        let client_host = ctx.client_host.as_deref();
+        // Hop-by-hop headers are already gone: see `forward`.
         if let (Some(pool), Some(guard)) = (&ctx.pool, &ctx.inflight) {
-            let host = pool.host_header(client_host.unwrap_or(""), &guard.0);
-            if !host.is_empty() {
+            let host = pool.host_header(client_host_text(ctx), &guard.0);
+            let sent = upstream_request.headers.get(http::header::HOST);
+            // The client's `Host`, passed on as it is, is already in the copied request.
+            if !host.is_empty() && sent.is_none_or(|v| v.as_bytes() != host.as_bytes()) {
                 upstream_request.insert_header(http::header::HOST, host)?;
             }
         }
@@ -519,7 +529,7 @@ impl ProxyHttp for GatewayProxy {
             ctx.plugin.client_addr.map(|a| a.ip()),
             ctx.plugin.client_ip,
             ctx.plugin.tls,
-            client_host,
+            ctx.client_host.as_ref(),
         )?;
         forward::set_consumer(upstream_request, ctx.plugin.consumer.as_deref())?;
         ctx.plugin.upstream_started = Some(std::time::Instant::now());

@@ -16,7 +16,7 @@ use crate::config::ConfigError;
 use discovery::{NodeDiscovery, NodeSpec};
 use futures_util::FutureExt;
 use node::NodeState;
-use pingora_core::upstreams::peer::HttpPeer;
+use pingora_core::upstreams::peer::{HttpPeer, HttpUpstreamRequestPolicy};
 use pingora_load_balancing::selection::{Consistent, Random, RoundRobin};
 use pingora_load_balancing::{Backend, Backends, LoadBalancer};
 use std::net::SocketAddr;
@@ -247,6 +247,9 @@ impl UpstreamPool {
         o.read_timeout = Some(spec.timeouts.read.get());
         o.write_timeout = Some(spec.timeouts.write.get());
         o.idle_timeout = Some(spec.timeouts.idle.get());
+        // Pingora's default, named because the gateway relies on it: hop-by-hop headers are
+        // removed before the proxy's upstream_request_filter (see proxy::forward).
+        o.http_upstream_request_policy = HttpUpstreamRequestPolicy::standard();
         if spec.http2 {
             if tls {
                 o.set_http_version(2, 1);
