@@ -231,23 +231,26 @@ impl fmt::Write for DebugReader {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         match s {
             "keepalive_timeout" => self.field = DebugField::Keepalive,
+            "keepalive_reuses_remaining" => self.field = DebugField::Other,
             "pipelined_prefix" => self.field = DebugField::Pipelined,
-            "keepalive_reuses_remaining" | "user_context" => self.field = DebugField::Other,
-            _ => {
-                let value = s.trim_matches([':', ' ', ',', '(', ')']);
-                match (&self.field, value) {
-                    (_, "") | (DebugField::Other, _) | (DebugField::Keepalive, "Some") => {}
-                    (DebugField::Keepalive, "None") => self.keepalive = Some(None),
-                    (DebugField::Keepalive, digits) => {
+            // Punctuation (`: `, `(`, `, `), and the values of fields not read.
+            _ => match self.field {
+                DebugField::Other => {}
+                DebugField::Keepalive => match s {
+                    "None" => self.keepalive = Some(None),
+                    digits if digits.starts_with(|c: char| c.is_ascii_digit()) => {
                         self.keepalive = digits.parse().ok().map(Some);
                     }
-                    (DebugField::Pipelined, variant) => {
-                        self.pipelined = Some(variant.starts_with("Some"));
+                    _ => {}
+                },
+                DebugField::Pipelined => {
+                    if s.starts_with(['S', 'N']) {
+                        self.pipelined = Some(s.starts_with("Some"));
                         // Stop formatting: the rest (the bytes themselves) is not needed.
                         return Err(fmt::Error);
                     }
                 }
-            }
+            },
         }
         Ok(())
     }

@@ -331,12 +331,14 @@ impl LocalStore {
             shard.map.retain(|_, tat| *tat > now_ns);
             shard.next_sweep_ms = now_ms.saturating_add(SWEEP_EVERY_MS);
         }
-        let tat = shard.map.get(key).copied().unwrap_or(0).max(now_ns);
+        // One lookup (a keyed hash of the key) serves the read and, for a known key, the update.
+        let stored = shard.map.get_mut(key);
+        let tat = stored.as_deref().copied().unwrap_or(0).max(now_ns);
         let new_tat = tat.saturating_add(cost.saturating_mul(emission));
         let allowed = new_tat - now_ns <= limit.saturating_mul(emission);
         let effective = if allowed {
             if cost > 0 {
-                match shard.map.get_mut(key) {
+                match stored {
                     Some(t) => *t = new_tat,
                     None => {
                         shard.map.insert(key.into(), new_tat);
