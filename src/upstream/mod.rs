@@ -329,11 +329,22 @@ impl UpstreamPool {
                     .get::<Arc<NodeState>>()
                     .is_some_and(|n| !n.is_ejected())
         };
-        let backend = match &self.selector {
-            Selector::RoundRobin(lb) => lb.select_with(key, 256, usable),
-            Selector::Random(lb) => lb.select_with(key, 256, usable),
-            Selector::Hash(lb) => lb.select_with(key, 256, usable),
-            Selector::LeastConn(lb) => {
+        // One backend leaves nothing to choose: take it (if usable) without the selector's
+        // walk, which builds a set of the backends it has seen on every call.
+        let only = with_lb!(&self.selector, lb => {
+            let all = lb.backends().get_backend();
+            let mut iter = all.iter();
+            match (iter.next(), iter.next()) {
+                (Some(b), None) => Some(usable(b, lb.backends().ready(b)).then(|| b.clone())),
+                _ => None,
+            }
+        });
+        let backend = match (only, &self.selector) {
+            (Some(only), _) => only,
+            (None, Selector::RoundRobin(lb)) => lb.select_with(key, 256, usable),
+            (None, Selector::Random(lb)) => lb.select_with(key, 256, usable),
+            (None, Selector::Hash(lb)) => lb.select_with(key, 256, usable),
+            (None, Selector::LeastConn(lb)) => {
                 let all = lb.backends().get_backend();
                 all.iter()
                     .filter(|b| usable(b, lb.backends().ready(b)))
@@ -428,6 +439,42 @@ mod tests {
         assert!(NodeSpec::parse("127.0.0.1", 1).is_err());
         assert!(NodeSpec::parse("bad host:80", 1).is_err());
         assert!(NodeSpec::parse("h:99999", 1).is_err());
+    }
+
+    fn pool(yaml: &str) -> UpstreamPool {
+        let spec: model::Upstream = serde_yaml::from_str(yaml).unwrap();
+        UpstreamPool::build(&spec, "upstreams[0]", Path::new(".")).unwrap()
+    }
+
+    fn picked(pool: &UpstreamPool, exclude: &[SocketAddr]) -> Option<String> {
+        pool.select(b"key", exclude)
+            .map(|p| p.backend.addr.to_string())
+    }
+
+    #[test]
+    fn one_node_is_picked_unless_excluded() {
+        for balance in ["round_robin", "random", "consistent_hash", "least_conn"] {
+            let one = pool(&format!(
+                "{{ id: u, balance: {balance}, nodes: [{{ address: \"127.0.0.1:9001\" }}] }}"
+            ));
+            assert_eq!(
+                picked(&one, &[]).as_deref(),
+                Some("127.0.0.1:9001"),
+                "{balance}"
+            );
+            let tried = ["127.0.0.1:9001".parse().unwrap()];
+            assert_eq!(picked(&one, &tried), None, "{balance}");
+
+            let two = pool(&format!(
+                "{{ id: u, balance: {balance}, nodes: [{{ address: \"127.0.0.1:9001\" }}, {{ address: \"127.0.0.1:9002\" }}] }}"
+            ));
+            assert!(picked(&two, &[]).is_some(), "{balance}");
+            assert_eq!(
+                picked(&two, &tried).as_deref(),
+                Some("127.0.0.1:9002"),
+                "{balance}"
+            );
+        }
     }
 
     #[test]
