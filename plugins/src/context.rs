@@ -1,7 +1,10 @@
 //! Per-request data that plugins share: the matched route, the client, the consumer that an
 //! auth plugin identified, timings, and a typed slot per plugin for state carried across phases.
 
+use smallvec::SmallVec;
+use std::any::{Any, TypeId};
 use std::collections::BTreeMap;
+use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
@@ -81,7 +84,7 @@ pub struct RequestContext {
     /// The path to send upstream, when a plugin rewrote it (`proxy-rewrite`); includes the
     /// query string if one is to be sent.
     pub upstream_path: Option<String>,
-    state: http::Extensions,
+    state: StateSlots,
 }
 
 impl RequestContext {
@@ -107,7 +110,7 @@ impl RequestContext {
             request_body_bytes: 0,
             response_body_bytes: 0,
             cache_status: None,
-            state: http::Extensions::new(),
+            state: StateSlots::default(),
         }
     }
 
@@ -141,8 +144,86 @@ impl RequestContext {
     }
 }
 
+/// Plugins' per-request state, one value per type. A request carries a few values at most,
+/// so they sit in a short inline list found by type id: no map to allocate and hash into.
+#[derive(Default)]
+struct StateSlots(SmallVec<[(TypeId, Box<dyn Any + Send + Sync>); 4]>);
+
+impl StateSlots {
+    fn position<T: 'static>(&self) -> Option<usize> {
+        let id = TypeId::of::<T>();
+        self.0.iter().position(|(t, _)| *t == id)
+    }
+
+    fn insert<T: Send + Sync + 'static>(&mut self, value: T) {
+        match self.position::<T>() {
+            Some(i) => self.0[i].1 = Box::new(value),
+            None => self.0.push((TypeId::of::<T>(), Box::new(value))),
+        }
+    }
+
+    fn get<T: 'static>(&self) -> Option<&T> {
+        self.0[self.position::<T>()?].1.downcast_ref()
+    }
+
+    fn get_mut<T: 'static>(&mut self) -> Option<&mut T> {
+        let i = self.position::<T>()?;
+        self.0[i].1.downcast_mut()
+    }
+
+    fn remove<T: 'static>(&mut self) -> Option<T> {
+        let i = self.position::<T>()?;
+        self.0.remove(i).1.downcast().ok().map(|value| *value)
+    }
+}
+
+impl fmt::Debug for StateSlots {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StateSlots")
+            .field("values", &self.0.len())
+            .finish()
+    }
+}
+
 impl Default for RequestContext {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Clone, Debug, PartialEq)]
+    struct Quota(u32);
+    #[derive(Clone, Debug, PartialEq)]
+    struct Label(&'static str);
+
+    #[test]
+    fn state_is_kept_per_type() {
+        let mut ctx = RequestContext::new();
+        assert_eq!(ctx.state::<Quota>(), None);
+        ctx.set_state(Quota(3));
+        ctx.set_state(Label("a"));
+        ctx.set_state(Quota(4));
+        assert_eq!(ctx.state::<Quota>(), Some(&Quota(4)));
+        assert_eq!(ctx.state::<Label>(), Some(&Label("a")));
+        if let Some(q) = ctx.state_mut::<Quota>() {
+            q.0 += 1;
+        }
+        assert_eq!(ctx.take_state::<Quota>(), Some(Quota(5)));
+        assert_eq!(ctx.state::<Quota>(), None);
+        assert_eq!(ctx.state::<Label>(), Some(&Label("a")));
+        // More values than the inline slots hold.
+        ctx.set_state(1u8);
+        ctx.set_state(2u16);
+        ctx.set_state(3u32);
+        ctx.set_state(4u64);
+        ctx.set_state(String::from("five"));
+        assert_eq!(ctx.state::<u8>(), Some(&1));
+        assert_eq!(ctx.state::<u64>(), Some(&4));
+        assert_eq!(ctx.state::<String>().map(String::as_str), Some("five"));
+        assert_eq!(ctx.state::<Label>(), Some(&Label("a")));
     }
 }
