@@ -111,7 +111,7 @@ thread_local! {
 }
 
 /// `ip` as a header value (`192.0.2.1`, `2001:db8::1`).
-pub fn address_value(ip: IpAddr) -> HeaderValue {
+fn address_value(ip: IpAddr) -> HeaderValue {
     let slot = address_slot(ip);
     let remembered = RECENT_ADDRESS_TEXT.with_borrow(|recent| match &recent[slot] {
         Some((seen, text)) if *seen == ip => Some(text.clone()),
