@@ -329,33 +329,27 @@ impl UpstreamPool {
                     .get::<Arc<NodeState>>()
                     .is_some_and(|n| !n.is_ejected())
         };
-        // One backend leaves nothing to choose: take it (if usable) without the selector's
-        // walk, which builds a set of the backends it has seen on every call.
-        let only = with_lb!(&self.selector, lb => {
-            let all = lb.backends().get_backend();
-            let mut iter = all.iter();
-            match (iter.next(), iter.next()) {
-                (Some(b), None) => Some(usable(b, lb.backends().ready(b)).then(|| b.clone())),
-                _ => None,
-            }
-        });
-        let backend = match (only, &self.selector) {
-            (Some(only), _) => only,
-            (None, Selector::RoundRobin(lb)) => lb.select_with(key, 256, usable),
-            (None, Selector::Random(lb)) => lb.select_with(key, 256, usable),
-            (None, Selector::Hash(lb)) => lb.select_with(key, 256, usable),
-            (None, Selector::LeastConn(lb)) => {
-                let all = lb.backends().get_backend();
-                all.iter()
-                    .filter(|b| usable(b, lb.backends().ready(b)))
-                    .min_by(|a, b| {
-                        // Compare inflight/weight without division: a.in * b.w vs b.in * a.w.
-                        let load =
-                            |x: &Backend| x.ext.get::<Arc<NodeState>>().map_or(0, |n| n.inflight());
-                        (load(a) * b.weight).cmp(&(load(b) * a.weight))
-                    })
-                    .cloned()
-            }
+        let all = self.backends();
+        let backend = match &self.selector {
+            // One backend leaves nothing to choose: take it (if usable) without the
+            // selector's walk, which builds a set of the backends it has seen on every call.
+            _ if all.len() == 1 => all
+                .first()
+                .filter(|b| usable(b, self.is_healthy(b)))
+                .cloned(),
+            Selector::RoundRobin(lb) => lb.select_with(key, 256, usable),
+            Selector::Random(lb) => lb.select_with(key, 256, usable),
+            Selector::Hash(lb) => lb.select_with(key, 256, usable),
+            Selector::LeastConn(_) => all
+                .iter()
+                .filter(|b| usable(b, self.is_healthy(b)))
+                .min_by(|a, b| {
+                    // Compare inflight/weight without division: a.in * b.w vs b.in * a.w.
+                    let load =
+                        |x: &Backend| x.ext.get::<Arc<NodeState>>().map_or(0, |n| n.inflight());
+                    (load(a) * b.weight).cmp(&(load(b) * a.weight))
+                })
+                .cloned(),
         }?;
         let node = backend.ext.get::<Arc<NodeState>>()?.clone();
         Some(Picked { backend, node })
