@@ -180,6 +180,24 @@ pub struct Prometheus {
     routes: dashmap::DashMap<std::sync::Arc<str>, std::sync::Arc<RouteHandles>>,
 }
 
+impl Prometheus {
+    /// The series of the request's route, made on the route's first request.
+    fn handles(&self, m: &RequestMetrics, ctx: &RequestContext) -> std::sync::Arc<RouteHandles> {
+        let route: std::sync::Arc<str> = ctx
+            .route_id
+            .clone()
+            .unwrap_or_else(|| std::sync::Arc::from(NO_ROUTE));
+        if let Some(h) = self.routes.get(&route) {
+            return h.clone();
+        }
+        let service = ctx.service_id.as_deref().unwrap_or("");
+        self.routes
+            .entry(route.clone())
+            .or_insert_with(|| std::sync::Arc::new(RouteHandles::new(m, &route, service)))
+            .clone()
+    }
+}
+
 /// Priority of `prometheus`: first in, so that in-flight counts cover the whole chain.
 pub const PRIORITY: i32 = 13000;
 
@@ -221,22 +239,7 @@ impl Plugin for Prometheus {
         ctx: &mut RequestContext,
     ) -> crate::Result<crate::Flow> {
         if let Some(m) = METRICS.as_ref() {
-            let route: std::sync::Arc<str> = ctx
-                .route_id
-                .clone()
-                .unwrap_or_else(|| std::sync::Arc::from(NO_ROUTE));
-            let handles = match self.routes.get(&route) {
-                Some(h) => h.clone(),
-                None => {
-                    let service = ctx.service_id.as_deref().unwrap_or("");
-                    self.routes
-                        .entry(route.clone())
-                        .or_insert_with(|| {
-                            std::sync::Arc::new(RouteHandles::new(m, &route, service))
-                        })
-                        .clone()
-                }
-            };
+            let handles = self.handles(m, ctx);
             handles.in_flight.inc();
             ctx.set_state(Tracked(handles));
         }
@@ -253,12 +256,8 @@ impl Plugin for Prometheus {
                 h
             }
             // The request hook did not run (a plugin earlier in a narrower chain answered
-            // before it): resolve the handles now.
-            None => std::sync::Arc::new(RouteHandles::new(
-                m,
-                route_label(ctx),
-                ctx.service_id.as_deref().unwrap_or(""),
-            )),
+            // before it): the route's series, as the request hook would have found them.
+            None => self.handles(m, ctx),
         };
         let (method, status_class) = (method_index(&req.method), status_index(status));
         let route = route_label(ctx);
@@ -341,5 +340,13 @@ mod tests {
         assert_eq!(count("GET", "2xx", "svc"), 2);
         let in_flight = m.in_flight.with_label_values(&["prom-unit"]).get();
         assert_eq!(in_flight, 0);
+        // A request whose request hook did not run is still counted, on the route's series.
+        let req = crate::testkit::request("GET", "/").build();
+        let mut ctx = RequestContext::new();
+        ctx.route_id = Some(std::sync::Arc::from("prom-unit"));
+        ctx.service_id = Some("svc".into());
+        plugin.logging(&req, 200, &mut ctx).await;
+        assert_eq!(count("GET", "2xx", "svc"), 3);
+        assert_eq!(m.in_flight.with_label_values(&["prom-unit"]).get(), 0);
     }
 }
