@@ -26,7 +26,7 @@ stopped and the temp dir removed at the end.
 import argparse, http.client, os, re, shutil, subprocess, sys, tempfile, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from run import ROOT, ensure, free_port, wait_port  # noqa: E402  (the harness's own helpers)
+from run import NGINX_PROXY, ROOT, chain_plugins_yaml, ensure, free_port, wait_port  # noqa: E402
 
 SCENARIOS = ["plain", "chain"]
 WARM_UP = 200
@@ -145,17 +145,14 @@ http {{ access_log off; keepalive_requests 1000000;
   server {{ listen 127.0.0.1:{up_port}; root {self.tmp};
     location / {{ try_files /plain.txt =404; }} }} }}
 """)
-        # The same proxy settings as run.py's nginx (the Host and forwarded headers gatehouse sends).
+        # The load harness's proxy settings (the Host and forwarded headers gatehouse sends).
         ng = self.write("nginx.conf", f"""
 worker_processes 1; master_process off; pid {self.tmp}/nginx.pid; error_log {self.tmp}/nginx-error.log;
 events {{ worker_connections 1024; }}
 http {{ access_log off; keepalive_requests 1000000;
   upstream up {{ server 127.0.0.1:{up_port}; keepalive 64; }}
   server {{ listen 127.0.0.1:{ng_port};
-    location / {{ proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection "";
-      proxy_set_header Host $http_host; proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-      proxy_set_header X-Real-IP $remote_addr; proxy_set_header X-Forwarded-Proto $scheme;
-      proxy_set_header X-Forwarded-Host $http_host; }} }} }}
+    location / {{ {NGINX_PROXY} }} }} }}
 """)
         gh = self.write("gh.yaml", f"""
 server: {{ threads: 1, work_stealing: false, pid_file: {self.tmp}/gh.pid, upgrade_sock: {self.tmp}/gh.sock, grace_period_seconds: 0, graceful_shutdown_timeout_seconds: 1 }}
@@ -172,12 +169,7 @@ routes:
   - id: chain
     paths: [/chain]
     upstream: up
-    plugins:
-      key-auth: {{}}
-      rate-limit: {{ count: 100000000, period: 1m, key: consumer }}
-      headers: {{ request: {{ set: {{ x-gateway: gatehouse }} }}, response: {{ set: {{ x-served-by: gatehouse }} }} }}
-      prometheus: {{}}
-      access-log: {{ path: {self.tmp}/access.log }}
+    plugins:{chain_plugins_yaml(f"{self.tmp}/access.log")}
 """)
         self.spawn(["nginx", "-p", self.tmp, "-c", up, "-g", "daemon off;"], "upstream")
         wait_port(up_port, what="upstream nginx")

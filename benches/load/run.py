@@ -78,6 +78,27 @@ WITH_DIRECT = {"plain", "pipeline", "body1k", "body100k"}
 PIPELINE_DEPTH = 16
 NAN = float("nan")
 
+# nginx proxying as gatehouse does: the same Host and forwarded headers (docs/config.md,
+# "What the upstream receives"); 64 KiB buffers, the size of Pingora's body reads (nginx's
+# default 4-8 KiB buffers halve its 100 KiB throughput); no temp files (gatehouse streams).
+# Used as the body of a `location` whose upstream block is named `up`.
+NGINX_PROXY = """proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection "";
+      proxy_set_header Host $http_host; proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      proxy_set_header X-Real-IP $remote_addr; proxy_set_header X-Forwarded-Proto $scheme;
+      proxy_set_header X-Forwarded-Host $http_host;
+      proxy_buffer_size 64k; proxy_buffers 4 64k; proxy_busy_buffers_size 128k; proxy_max_temp_file_size 0;"""
+
+
+def chain_plugins_yaml(access_log, store=""):
+    """The standard chain's `plugins:` entries (YAML, indented for a route), logging to
+    `access_log`; `store` is extra rate-limit options (`, store: redis, ...`)."""
+    return f"""
+      key-auth: {{}}
+      rate-limit: {{ count: 100000000, period: 1m, key: consumer{store} }}
+      headers: {{ request: {{ set: {{ x-gateway: gatehouse }} }}, response: {{ set: {{ x-served-by: gatehouse }} }} }}
+      prometheus: {{}}
+      access-log: {{ path: {access_log} }}"""
+
 
 # ---------------------------------------------------------------------------------------------
 # Small helpers
@@ -434,14 +455,7 @@ http {{ access_log off; keepalive_requests 100000;
     location /r/ {{ try_files /plain.txt =404; }}
   }} }}
 """
-        # nginx proxying as gatehouse does: the same Host and forwarded headers (docs/config.md,
-        # "What the upstream receives"); 64 KiB buffers, the size of Pingora's body reads (nginx's
-        # default 4-8 KiB buffers halve its 100 KiB throughput); no temp files (gatehouse streams).
-        self.nginx_proxy = proxy = """proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection "";
-      proxy_set_header Host $http_host; proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-      proxy_set_header X-Real-IP $remote_addr; proxy_set_header X-Forwarded-Proto $scheme;
-      proxy_set_header X-Forwarded-Host $http_host;
-      proxy_buffer_size 64k; proxy_buffers 4 64k; proxy_busy_buffers_size 128k; proxy_max_temp_file_size 0;"""
+        self.nginx_proxy = proxy = NGINX_PROXY
         nginx_conf = f"""
 worker_processes {a.threads}; pid {self.tmp}/nginx.pid; error_log {self.tmp}/nginx-error.log;
 worker_rlimit_nofile {nofile};
@@ -461,12 +475,7 @@ http {{ access_log off; keepalive_requests 100000;
       add_header X-Cache-Status $upstream_cache_status always; }}
   }} }}
 """
-        chain_plugins = lambda store: f"""
-      key-auth: {{}}
-      rate-limit: {{ count: 100000000, period: 1m, key: consumer{store} }}
-      headers: {{ request: {{ set: {{ x-gateway: gatehouse }} }}, response: {{ set: {{ x-served-by: gatehouse }} }} }}
-      prometheus: {{}}
-      access-log: {{ path: {self.tmp}/access.log }}"""
+        chain_plugins = lambda store: chain_plugins_yaml(f"{self.tmp}/access.log", store)
         redis_route = ""
         if self.redis_port:
             redis_route = f"""
